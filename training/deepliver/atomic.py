@@ -1,0 +1,58 @@
+"""Atomic file writes: write a temporary file in the destination folder, then ``os.replace`` it.
+
+A reader never sees a half-written file, and a failure leaves the previous file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_bytes_atomic"]
+
+
+def _suffix(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".seg.nrrd", ".tar.gz"):
+        if name.endswith(ext):
+            return ext
+    return path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same extension; on success move it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + _suffix(path), dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON (keys in insertion order, trailing newline) atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,57 @@
+"""Resampling: to a target spacing, and back onto a reference geometry.
+
+Images use linear interpolation, labels nearest neighbour. Resampling to a spacing keeps the origin,
+direction and physical extent (the size is rounded so the grid covers the same field of view).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepliver.errors import ConfigError
+from deepliver.imaging.geometry import Geometry
+
+__all__ = ["resample_to_spacing", "resample_to_geometry", "spacing_geometry"]
+
+
+def spacing_geometry(geometry: Geometry, spacing: Sequence[float | None]) -> Geometry:
+    """The grid with ``spacing`` (mm, ``(x, y, z)``; None keeps an axis) over ``geometry``'s field of view.
+
+    Same origin and direction; ``size = round(old_size * old_spacing / new_spacing)``, at least 1.
+    """
+    if len(spacing) != 3:
+        raise ConfigError(f"target spacing needs 3 values (x, y, z), got {list(spacing)}")
+    new_spacing = tuple(float(s) if s is not None else o for s, o in zip(spacing, geometry.spacing))
+    if min(new_spacing) <= 0:
+        raise ConfigError(f"target spacing must be positive, got {new_spacing}")
+    size = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, geometry.spacing, new_spacing))
+    return Geometry(size, new_spacing, geometry.origin, geometry.direction)
+
+
+def resample_to_geometry(image: sitk.Image, geometry: Geometry, is_label: bool = False,
+                         default_value: float | None = None) -> sitk.Image:
+    """Resample ``image`` onto ``geometry`` (nearest neighbour when ``is_label``, else linear).
+
+    Voxels outside the input get ``default_value`` (0 for labels, the image minimum otherwise, so CT
+    padding reads as air rather than water). The pixel type is kept.
+    """
+    if default_value is None:
+        default_value = 0.0 if is_label else float(np.min(sitk.GetArrayViewFromImage(image)))
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    return sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
+                         geometry.spacing, geometry.direction, default_value, image.GetPixelID())
+
+
+def resample_to_spacing(image: sitk.Image, spacing: Sequence[float | None], is_label: bool = False) -> sitk.Image:
+    """Resample ``image`` to ``spacing`` (mm, ``(x, y, z)``), keeping origin, direction and extent.
+
+    Returns ``image`` itself when the spacing already matches within 1e-6 mm.
+    """
+    source = Geometry.from_image(image)
+    target = spacing_geometry(source, spacing)
+    if np.allclose(target.spacing, source.spacing, rtol=0, atol=1e-6) and target.size == source.size:
+        return image
+    return resample_to_geometry(image, target, is_label)
