@@ -88,8 +88,12 @@ def check_label_values(array: np.ndarray, path: str | None = None) -> None:
 
     Works for any axis order. Non-integer values (NaN, 0.5) count as outside the table.
     """
-    values = np.unique(array)
     allowed = np.asarray(label_values())
+    if array.dtype.kind in "ui" and array.size:  # fast path (np.unique sorts: ~0.7 s on a CT label)
+        lo, hi = int(array.min()), int(array.max())
+        if hi - lo < len(allowed) and set(range(lo, hi + 1)) <= set(allowed.tolist()):
+            return
+    values = np.unique(array)
     bad = [v for v in values.tolist() if not (float(v).is_integer() and int(v) in allowed)]
     if bad:
         shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")

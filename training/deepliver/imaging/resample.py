@@ -16,6 +16,9 @@ from deepliver.imaging.geometry import Geometry
 
 __all__ = ["resample_to_spacing", "resample_to_geometry", "spacing_geometry"]
 
+_INTEGER_TYPES = (sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16, sitk.sitkInt32, sitk.sitkUInt32,
+                  sitk.sitkInt64, sitk.sitkUInt64)
+
 
 def spacing_geometry(geometry: Geometry, spacing: Sequence[float | None]) -> Geometry:
     """The grid with ``spacing`` (mm, ``(x, y, z)``; None keeps an axis) over ``geometry``'s field of view.
@@ -36,13 +39,20 @@ def resample_to_geometry(image: sitk.Image, geometry: Geometry, is_label: bool =
     """Resample ``image`` onto ``geometry`` (nearest neighbour when ``is_label``, else linear).
 
     Voxels outside the input get ``default_value`` (0 for labels, the image minimum otherwise, so CT
-    padding reads as air rather than water). The pixel type is kept.
+    padding reads as air rather than water). The pixel type is kept; integer images are interpolated in
+    float and rounded to the nearest integer.
     """
     if default_value is None:
         default_value = 0.0 if is_label else float(np.min(sitk.GetArrayViewFromImage(image)))
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
-    return sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
-                         geometry.spacing, geometry.direction, default_value, image.GetPixelID())
+    integer = image.GetPixelID() in _INTEGER_TYPES
+    # Linear interpolation of an integer image is done in float and rounded (ITK would truncate toward 0).
+    out_type = sitk.sitkFloat32 if (integer and not is_label) else image.GetPixelID()
+    out = sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
+                        geometry.spacing, geometry.direction, default_value, out_type)
+    if out_type != image.GetPixelID():
+        out = sitk.Cast(sitk.Round(out), image.GetPixelID())
+    return out
 
 
 def resample_to_spacing(image: sitk.Image, spacing: Sequence[float | None], is_label: bool = False) -> sitk.Image:

@@ -8,6 +8,7 @@ Formats by extension: ``.nii`` / ``.nii.gz`` (NIfTI), ``.nrrd`` / ``.seg.nrrd`` 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 
 from deepliver.atomic import atomic_path
 from deepliver.errors import GeometryError, ReadError
+from deepliver.imaging.file_checks import check_file_complete
 from deepliver.imaging.geometry import Geometry, geometry_differences
 from deepliver.labels import check_label_values
 
@@ -58,9 +60,11 @@ def check_volume(image: sitk.Image, path: str | os.PathLike | None = None) -> si
 def read_volume(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
     """Read a 3D volume from a DICOM folder or a NIfTI / NRRD / MetaImage file.
 
-    ``series`` picks a SeriesInstanceUID when a DICOM folder holds several. The result carries the file's
-    geometry (origin, spacing, direction in LPS) and, for CT, Hounsfield units. Raises ``ReadError``
-    (one line, naming the file) for missing, unreadable, corrupted, 2D, 4D, multi-component or NaN input.
+    ``series`` picks one series when a DICOM folder holds several: its SeriesInstanceUID or the id
+    ``deepliver series FOLDER`` shows (``deepliver.imaging.dicom.read_dicom_series``). The result carries
+    the file's geometry (origin, spacing, direction in LPS) and, for CT, Hounsfield units. Raises
+    ``ReadError`` (one line, naming the file) for missing, unreadable, corrupted, truncated, 2D, 4D,
+    multi-component or NaN input.
     """
     path = Path(path)
     if not path.exists():
@@ -72,6 +76,7 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> sitk.Imag
     if ext is None:
         raise ReadError(f"unknown file extension; expected a DICOM folder or one of "
                         f"{', '.join(VOLUME_EXTENSIONS)}", path)
+    check_file_complete(path, ext)  # ITK zero-fills truncated NIfTI silently
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -99,6 +104,8 @@ def write_volume(image: sitk.Image, path: str | os.PathLike, compression_level: 
     if ext is None:
         raise ReadError(f"unknown output extension; use one of {', '.join(VOLUME_EXTENSIONS)}", path)
     compress = ext in (".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
+    if ext == ".mhd":
+        return _write_mhd(image, path)
     with atomic_path(path) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), compress, compression_level)
@@ -121,6 +128,23 @@ def write_label(label: sitk.Image | np.ndarray, path: str | os.PathLike,
     if label.GetPixelID() != sitk.sitkUInt8:
         label = sitk.Cast(label, sitk.sitkUInt8)
     return write_volume(label, path, compression_level)
+
+
+def _write_mhd(image: sitk.Image, path: Path) -> Path:
+    """MetaImage header + data file: ITK names the data file after the header, so write both under their
+    final names in a temporary folder beside ``path``, then move the data file, then the header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        header = Path(tmp) / path.name
+        try:
+            sitk.WriteImage(image, str(header), False)
+        except RuntimeError as e:
+            raise ReadError(f"cannot write ({_itk_reason(e)})", path) from e
+        for data in Path(tmp).iterdir():
+            if data != header:
+                os.replace(data, path.parent / data.name)
+        os.replace(header, path)
+    return path
 
 
 def _check_label(label: sitk.Image, reference: sitk.Image | Geometry | None, path) -> None:

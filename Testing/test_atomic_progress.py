@@ -1,0 +1,35 @@
+import io
+import json
+
+import pytest
+
+from deepliver.atomic import atomic_path, write_json_atomic
+from deepliver.progress import Reporter, track
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    write_json_atomic(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_atomic_path_keeps_double_extension(tmp_path):
+    with atomic_path(tmp_path / "x.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz")
+        tmp.write_bytes(b"1")
+    assert (tmp_path / "x.nii.gz").read_bytes() == b"1"
+
+
+def test_json_progress_lines():
+    out = io.StringIO()
+    reporter = Reporter("json", stream=out)
+    assert list(track("abc", "liver", 3, reporter)) == ["a", "b", "c"]
+    lines = [json.loads(l) for l in out.getvalue().splitlines()]
+    assert lines[0] == {"stage": "liver", "done": 0, "total": 3}
+    assert lines[-1] == {"stage": "liver", "done": 3, "total": 3}
+    assert len(lines) == 4
