@@ -1,9 +1,10 @@
 """SlicerDeepLiver: annotate liver and liver tumors on CT and save each case into a training dataset.
 
 MPReview's workflow rebuilt on segmentation nodes: pick a DICOM folder and a series (or a volume already
-in the scene), paint the structures of ``deepliver.labels`` with the Segment Editor, save the case
-with ``deepliver.dataset.export_case`` (previous labels are kept in the case history). The logic class
-works without the widget; the ``deepliver`` package is imported only when an action needs it.
+in the scene), optionally let a model segment it in the background (``SlicerDeepLiverLib.aisection``),
+paint or correct the structures of ``deepliver.labels`` with the Segment Editor, save the case with
+``deepliver.dataset.export_case`` (previous labels are kept in the case history). The logic class works
+without the widget; the ``deepliver`` package is imported only when an action needs it.
 """
 
 import pathlib
@@ -19,6 +20,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
+from SlicerDeepLiverLib.aisection import AISegmentationSection
 from SlicerDeepLiverLib.deps import DeepLiverMissing, require_deepliver
 from SlicerDeepLiverLib import scene
 from SlicerDeepLiverLib.series import COLUMNS, folder_is_set, series_rows
@@ -40,8 +42,8 @@ class SlicerDeepLiver(ScriptedLoadableModule):
         self.parent.contributors = ["SlicerDeepLiver contributors"]
         self.parent.helpText = _("""
 Annotate liver and liver tumors on CT and save each case into a training dataset (MSD / nnU-Net layout).
-Load a DICOM series, paint the structures with the Segment Editor, save. Saving again keeps the previous
-label in the case history. See <a href="https://github.com/SlicerDeepLiver/SlicerDeepLiver#for-radiologists-the-3d-slicer-module">the documentation</a>.
+Load a DICOM series, segment it with a model in one click (or paint from scratch), correct the structures
+with the Segment Editor, save. Saving again keeps the previous label in the case history. See <a href="https://github.com/SlicerDeepLiver/SlicerDeepLiver#for-radiologists-the-3d-slicer-module">the documentation</a>.
 """)
         self.parent.acknowledgementText = _("Workflow after MPReview (SlicerProstate), rebuilt on segmentations.")
 
@@ -70,6 +72,7 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._series = []
         self._structures = None
+        self._ai = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -94,6 +97,8 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.jumpToRoiButton.connect("clicked(bool)", self.onJumpToRoi)
         self.ui.saveButton.connect("clicked(bool)", self.onSave)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(editor_node(EDITOR_NODE_TAG))
+        self._ai = AISegmentationSection(self.ui, self.logic, _, self._currentVolume, self._onAIResult,
+                                         pathlib.Path(__file__).resolve().parent)
         self.initializeParameterNode()
         try:
             require_deepliver()
@@ -103,6 +108,7 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
         self._structures.removeObservers()
+        self._ai.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -114,6 +120,7 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._ai.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -160,6 +167,16 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.hideButton, self.ui.outlineButton):
             button.enabled = ready
         self.ui.saveButton.enabled = ready and folder_is_set(p.datasetFolder) and bool(p.annotator.strip())
+        if self._ai:
+            self._ai.updateButtons()
+
+    def _currentVolume(self):
+        return self._parameterNode.inputVolume if self._parameterNode else None
+
+    def _onAIResult(self, segmentation) -> None:
+        """A finished model result becomes the working segmentation, to correct and save."""
+        self._parameterNode.segmentation = segmentation
+        slicer.util.setSliceViewerLayers(background=self.logic.referenceVolume(segmentation), fit=True)
 
     # --- Data ---------------------------------------------------------------------------------------------
     def onListSeries(self) -> None:
@@ -234,7 +251,8 @@ class SlicerDeepLiverWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         names=", ".join(unsaved))):
                 return
             volume = self.logic.referenceVolume(p.segmentation)
-            result = self.logic.saveCase(volume, p.segmentation, p.datasetFolder, p.annotator.strip())
+            result = self.logic.saveCase(volume, p.segmentation, p.datasetFolder, p.annotator.strip(),
+                                         scene.get_started_from(p.segmentation))
             settings = qt.QSettings()
             settings.setValue(SETTINGS_ANNOTATOR, p.annotator.strip())
             settings.setValue(SETTINGS_DATASET, str(p.datasetFolder))
@@ -367,7 +385,8 @@ class SlicerDeepLiverLogic(ScriptedLoadableModuleLogic):
         label = self.labelImage(volumeNode, segmentationNode, image)
         source = scene.get_source(volumeNode) or {}
         names = [s.name for _, s in self.structures(segmentationNode) if s is not None and s.value in reserved_values()]
-        provenance = annotation_provenance(slicer_version(), started_from=startedFrom, structures=names)
+        provenance = annotation_provenance(slicer_version(), started_from=startedFrom, structures=names,
+                                           annotator=annotator)
         if source.get("folder"):
             if not pathlib.Path(source["folder"]).is_dir():
                 raise ValueError(_("The DICOM folder this series was loaded from is not readable any more: "
@@ -379,7 +398,8 @@ class SlicerDeepLiverLogic(ScriptedLoadableModuleLogic):
 
 class SlicerDeepLiverTest(ScriptedLoadableModuleTest):
     """Load a phantom DICOM series, paint liver and tumor spheres, save the case, reload it and check the
-    voxel counts and geometry; then the same for a volume that is only in the scene."""
+    voxel counts and geometry; then the same for a volume that is only in the scene; then the one-click
+    AI segmentation (cancel, run, load, save with provenance)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -389,6 +409,8 @@ class SlicerDeepLiverTest(ScriptedLoadableModuleTest):
         self.test_DicomSeriesSaveAndReload()
         self.setUp()
         self.test_SceneVolumeSave()
+        self.setUp()
+        self.test_OneClickSegmentation()
 
     def test_DicomSeriesSaveAndReload(self):
         import tempfile
@@ -436,3 +458,9 @@ class SlicerDeepLiverTest(ScriptedLoadableModuleTest):
             self.assertEqual(caseId, result.case_id)
             self.assertEqual(label_differences(logic.labelImage(volumeNode, segmentationNode), image, expected), [])
         self.delayDisplay(_("Scene volume test passed"))
+
+    def test_OneClickSegmentation(self):
+        """Tiny bundles trained here; a run cancelled, then one finished, corrected and saved."""
+        from SlicerDeepLiverLib.selftest_ai import check_one_click
+        check_one_click(self, SlicerDeepLiverLogic())
+        self.delayDisplay(_("One-click segmentation test passed"))

@@ -33,3 +33,11 @@ def test_json_progress_lines():
     assert lines[0] == {"stage": "liver", "done": 0, "total": 3}
     assert lines[-1] == {"stage": "liver", "done": 3, "total": 3}
     assert len(lines) == 4
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_json_atomic(tmp_path / "m.json", {})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask

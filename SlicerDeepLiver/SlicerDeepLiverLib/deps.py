@@ -3,19 +3,26 @@
 The module never imports ``deepliver`` at import time: Slicer lists the module even when the package is
 missing, and the first action that needs it calls ``require_deepliver()``, which raises
 ``DeepLiverMissing`` with the install command for this Python. (A first-use installer can later catch
-that error and offer to run the command.)
+that error and offer to run the command: ``install.offer_install`` in Slicer, with ``pip_arguments``.)
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
+from typing import Optional
 
 MINIMUM_VERSION = (0, 1, 0)
 """The oldest ``deepliver`` whose public API this module was written against."""
 
 SUBPACKAGES = ("deepliver.labels", "deepliver.imaging", "deepliver.dataset")
 """What the annotation workflow imports (none of them imports torch)."""
+
+
+DISTRIBUTION = "slicer-deepliver"
+"""The pip distribution that provides the ``deepliver`` package."""
 
 
 class DeepLiverMissing(ImportError):
@@ -61,3 +68,27 @@ def require_deepliver(python: str | None = None):
             f"update it with: {install_command(python)}"
         )
     return deepliver
+
+
+def source_checkout(module_dir: str | Path) -> Optional[Path]:
+    """The repository root when the module runs from a source checkout (the folder above the module
+    folder holds the ``pyproject.toml`` of ``slicer-deepliver``), else None."""
+    root = Path(module_dir).resolve().parent
+    pyproject = root / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if f'name = "{DISTRIBUTION}"' in text else None
+
+
+def pip_arguments(module_dir: str | Path) -> list[str]:
+    """``pip install`` arguments for ``deepliver``: the source checkout the module lives in (editable), or
+    the ``slicer-deepliver`` distribution from the package index. A list, so paths with spaces survive."""
+    root = source_checkout(module_dir)
+    return ["-e", str(root)] if root is not None else [DISTRIBUTION]
+
+
+def torch_installed() -> bool:
+    """Whether ``torch`` can be found, without importing it (importing takes seconds and memory)."""
+    return importlib.util.find_spec("torch") is not None

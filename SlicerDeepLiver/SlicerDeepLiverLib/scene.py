@@ -31,6 +31,9 @@ WORKING_ATTRIBUTE = "DeepLiver.WorkingSegmentation"
 SOURCE_ATTRIBUTE = "DeepLiver.Source"
 """Attribute of a volume node loaded from DICOM: the series description as JSON (``SeriesInfo.to_dict``)."""
 
+STARTED_FROM_ATTRIBUTE = "DeepLiver.StartedFrom"
+"""Attribute of a segmentation node that began as a model result: ``bundles.model_provenance`` as JSON."""
+
 
 def push_image(image, name: str, label: bool = False):
     """A new scalar (or label map) volume node holding SimpleITK ``image`` with its geometry."""
@@ -68,9 +71,10 @@ def find_working_segmentation(volumeNode):
     return None
 
 
-def new_working_segmentation(volumeNode):
-    """A new, empty segmentation on ``volumeNode``'s geometry, placed beside it in the data tree."""
-    name = slicer.mrmlScene.GetUniqueNameByString(f"{volumeNode.GetName()} structures")
+def new_working_segmentation(volumeNode, suffix: str = "structures"):
+    """A new, empty segmentation on ``volumeNode``'s geometry, placed beside it in the data tree (under
+    the same study), named ``<volume> <suffix>``."""
+    name = slicer.mrmlScene.GetUniqueNameByString(f"{volumeNode.GetName()} {suffix}")
     segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     segmentationNode.CreateDefaultDisplayNodes()
     segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
@@ -79,6 +83,27 @@ def new_working_segmentation(volumeNode):
     parent = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
     shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), parent)
     return segmentationNode
+
+
+def retire_working_segmentation(volumeNode):
+    """Make ``volumeNode``'s working segmentation an ordinary, hidden one (it stays in the scene, unchanged);
+    returns it, or None when there was none."""
+    segmentationNode = find_working_segmentation(volumeNode)
+    if segmentationNode is not None:
+        segmentationNode.SetAttribute(WORKING_ATTRIBUTE, "0")
+        set_display(segmentationNode, False, False)
+    return segmentationNode
+
+
+def set_started_from(segmentationNode, started_from: Optional[dict[str, Any]]) -> None:
+    """Record that ``segmentationNode`` began as a model result (saved with the scene; read at save time)."""
+    segmentationNode.SetAttribute(STARTED_FROM_ATTRIBUTE, json.dumps(started_from) if started_from else "")
+
+
+def get_started_from(segmentationNode) -> Optional[dict[str, Any]]:
+    """The record of ``set_started_from``, or None for a segmentation drawn from scratch."""
+    text = segmentationNode.GetAttribute(STARTED_FROM_ATTRIBUTE) if segmentationNode else None
+    return json.loads(text) if text else None
 
 
 def segment_ids(segmentationNode) -> list[str]:

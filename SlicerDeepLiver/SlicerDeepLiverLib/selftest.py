@@ -83,3 +83,34 @@ def label_differences(label: sitk.Image, image: sitk.Image, expected: dict[str, 
         if not np.allclose(got, want, rtol=0, atol=tol):
             problems.append(f"{what.lower()} {got}, expected {want}")
     return problems
+
+
+TINY_TRAINING = {"unet.channels": (4, 8, 16), "unet.strides": (2, 2), "unet.num_res_units": 0,
+                 "data.workers": 0, "data.target_spacing": (1.5, 1.5, None), "data.patch_size": (32, 32),
+                 "optim.epochs": 1, "optim.steps_per_epoch": 2, "optim.batch_size": 4, "validation.batch_size": 8}
+"""A 2D U-Net small enough to train one epoch in seconds on a CPU (the model is useless, the bundle real)."""
+
+
+def train_tiny_bundles(folder, cases: int = 3, shape: tuple[int, int, int] = (48, 48, 16)) -> dict:
+    """Train a liver and a tumor bundle with ``deepliver.train.run.train`` (one tiny epoch each) on
+    ``cases`` phantoms of ``shape`` (x, y, z) exported into ``folder/dataset``; returns
+    ``{"liver": bundle folder, "tumor": bundle folder}`` (``folder/models/<task>``)."""
+    import shutil
+    from pathlib import Path
+
+    from deepliver.dataset import export_case
+    from deepliver.dataset.phantom import make_phantom
+    from deepliver.train.config import apply_values, default_config
+    from deepliver.train.run import train
+
+    folder = Path(folder)
+    dataset = folder / "dataset"
+    for seed in range(cases):
+        phantom = make_phantom(seed, shape=shape, n_tumors=2)
+        export_case(phantom.image, phantom.label, dataset)
+    bundles = {}
+    for task in ("liver", "tumor"):
+        run = folder / "runs" / task
+        bundle = train(dataset, run, apply_values(default_config("unet2d", task), TINY_TRAINING))
+        bundles[task] = Path(shutil.copytree(bundle, folder / "models" / f"tiny-{task}"))
+    return bundles

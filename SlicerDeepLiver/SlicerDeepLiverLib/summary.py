@@ -22,17 +22,19 @@ def case_summary(result: Any, tr: Callable[[str], str] = str) -> str:
 
 
 def annotation_provenance(slicer_version: str, *, started_from: Optional[dict[str, Any]] = None,
-                          structures: Optional[list[str]] = None) -> dict[str, Any]:
+                          structures: Optional[list[str]] = None, annotator: Optional[str] = None) -> dict[str, Any]:
     """What the manifest records about how the label was made.
 
     ``started_from`` describes an earlier label the annotator corrected (a saved case, or a model
-    result: ``{"kind": "model", "bundle": ..., "version": ...}``); None for a label drawn from scratch.
-    ``structures`` names the segments that went into the label.
+    result: ``bundles.model_provenance``, ``{"kind": "model", "bundle": ..., "version": ..., "models": ...}``);
+    None for a label drawn from scratch, then ``method`` is ``manual``, else ``corrected`` with
+    ``corrected_by`` the annotator. ``structures`` names the segments that went into the label.
     """
     provenance: dict[str, Any] = {"tool": TOOL_NAME, "slicer_version": str(slicer_version),
                                   "method": "manual" if started_from is None else "corrected"}
     if started_from is not None:
         provenance["started_from"] = dict(started_from)
+        provenance["corrected_by"] = annotator or None
     if structures is not None:
         provenance["structures"] = list(structures)
     return provenance

@@ -72,3 +72,13 @@ def test_outside_voxels_read_as_air_for_images_and_background_for_labels(make_ct
     np.testing.assert_array_equal(out[:, :, :18], sitk.GetArrayFromImage(image)[:, :, 30:])
     label = sitk.GetArrayFromImage(resample_to_geometry(_label(image), shifted, is_label=True))
     assert (label[:, :, -10:] == 0).all()
+
+
+@pytest.mark.parametrize("n, old, new", [(40, 0.8, 1.5), (36, 0.75, 1.5), (48, 0.7, 1.4), (10, 0.5, 2.0)])
+def test_back_to_the_fine_grid_extrapolates_at_the_border(n, old, new):
+    # a coarse grid of round(n*old/new) voxels leaves the last fine voxel centres just outside it
+    fine = Geometry((n, n, 4), (old, old, 1.0), (0.0, 0.0, 0.0))
+    coarse = spacing_geometry(fine, (new, new, None))
+    ones = coarse.image_from_array(np.ones(coarse.shape, dtype=np.float32))
+    back = sitk.GetArrayFromImage(resample_to_geometry(ones, fine, default_value=0.0, extrapolate=True))
+    assert back.shape == fine.shape and (back == 1).all()

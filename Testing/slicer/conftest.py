@@ -21,3 +21,12 @@ def phantom():
     from deepliver.dataset.phantom import make_phantom
 
     return make_phantom(5, shape=(48, 40, 12), n_tumors=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory):
+    """A liver and a tumor bundle trained for one tiny epoch by ``deepliver.train`` (via the self-test's
+    ``train_tiny_bundles``): ``{"liver": path, "tumor": path}``, both in one models folder."""
+    from SlicerDeepLiverLib.selftest import train_tiny_bundles
+
+    return train_tiny_bundles(tmp_path_factory.mktemp("tiny-bundles"))

@@ -23,7 +23,8 @@ _INTEGER_TYPES = (sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16
 def spacing_geometry(geometry: Geometry, spacing: Sequence[float | None]) -> Geometry:
     """The grid with ``spacing`` (mm, ``(x, y, z)``; None keeps an axis) over ``geometry``'s field of view.
 
-    Same origin and direction; ``size = round(old_size * old_spacing / new_spacing)``, at least 1.
+    Same origin and direction; ``size = round(old_size * old_spacing / new_spacing)``, at least 1. The last
+    old voxel centres may fall just outside the new grid: resample back with ``extrapolate=True``.
     """
     if len(spacing) != 3:
         raise ConfigError(f"target spacing needs 3 values (x, y, z), got {list(spacing)}")
@@ -35,11 +36,12 @@ def spacing_geometry(geometry: Geometry, spacing: Sequence[float | None]) -> Geo
 
 
 def resample_to_geometry(image: sitk.Image, geometry: Geometry, is_label: bool = False,
-                         default_value: float | None = None) -> sitk.Image:
+                         default_value: float | None = None, extrapolate: bool = False) -> sitk.Image:
     """Resample ``image`` onto ``geometry`` (nearest neighbour when ``is_label``, else linear).
 
     Voxels outside the input get ``default_value`` (0 for labels, the image minimum otherwise, so CT
-    padding reads as air rather than water). The pixel type is kept; integer images are interpolated in
+    padding reads as air rather than water), or with ``extrapolate`` the value of the nearest input voxel
+    (for mapping a model's output back onto the grid it was resampled from). The pixel type is kept; integer images are interpolated in
     float and rounded to the nearest integer.
     """
     if default_value is None:
@@ -49,7 +51,7 @@ def resample_to_geometry(image: sitk.Image, geometry: Geometry, is_label: bool =
     # Linear interpolation of an integer image is done in float and rounded (ITK would truncate toward 0).
     out_type = sitk.sitkFloat32 if (integer and not is_label) else image.GetPixelID()
     out = sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
-                        geometry.spacing, geometry.direction, default_value, out_type)
+                        geometry.spacing, geometry.direction, default_value, out_type, extrapolate)
     if out_type != image.GetPixelID():
         out = sitk.Cast(sitk.Round(out), image.GetPixelID())
     return out

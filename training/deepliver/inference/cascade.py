@@ -1,0 +1,93 @@
+"""The liver -> tumor cascade on one volume.
+
+read -> liver model (at its bundle's spacing and window) -> liver post-processing -> tumor model inside the
+liver's bounding box + margin -> tumor post-processing -> one uint8 label (0 background, 1 liver, 2 tumor) on
+the input image's exact grid. Which kind of model each stage is (2D U-Net, 3D U-Net, detector) is the
+bundle's business: ``deepliver.inference.predict.predict_volume`` dispatches on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepliver import __version__
+from deepliver.imaging.geometry import Geometry
+from deepliver.labels import LIVER, TUMOR
+from deepliver.postprocess import PostprocessOptions, postprocess_liver, postprocess_tumor
+from deepliver.progress import ProgressCallback
+
+__all__ = ["CascadeResult", "segment_image", "label_summary"]
+
+
+@dataclass
+class CascadeResult:
+    """The label (uint8 image on the input grid) and what happened (sidecar JSON content)."""
+
+    label: sitk.Image
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def liver_found(self) -> bool:
+        return bool(self.info.get("liver_found"))
+
+
+def label_summary(label: np.ndarray, geometry: Geometry) -> dict[str, Any]:
+    """Liver and tumor volumes (mL; liver counts tumor voxels too, as LiTS does) and the tumor lesion
+    count (3D, 26-connected) of a ``(z, y, x)`` label array."""
+    import cc3d
+
+    tumor = label == TUMOR.value
+    lesions = int(cc3d.connected_components(tumor.astype(np.uint8), connectivity=26).max()) if tumor.any() else 0
+    voxel_ml = geometry.voxel_volume_ml
+    return {"liver_ml": round(float(np.count_nonzero(label >= LIVER.value)) * voxel_ml, 3),
+            "tumor_ml": round(float(np.count_nonzero(tumor)) * voxel_ml, 3),
+            "lesion_count": lesions}
+
+
+def segment_image(image: sitk.Image, liver_model, tumor_model=None,
+                  postprocess: Optional[PostprocessOptions] = None,
+                  progress: Optional[ProgressCallback] = None) -> CascadeResult:
+    """Run the cascade on a CT ``image`` (HU) with loaded models (``deepliver.inference.predict.load_model``).
+
+    ``tumor_model`` None gives a liver-only label. When no liver is found the label is all zeros and
+    ``info["liver_found"]`` is False (not an error: the caller says so).
+    """
+    from deepliver.inference.predict import predict_volume
+
+    options = postprocess or PostprocessOptions()
+    geometry = Geometry.from_image(image)
+    spacing = geometry.spacing
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    liver_raw = predict_volume(image, liver_model, progress=progress, stage="liver")
+    timings["liver_model_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    liver = postprocess_liver(liver_raw, spacing, options, steps)
+    timings["liver_postprocess_s"] = time.perf_counter() - start
+
+    label = np.zeros(geometry.shape, dtype=np.uint8)
+    info: dict[str, Any] = {"deepliver_version": __version__, "postprocess": options.to_dict(),
+                            "liver_model": str(liver_model.path), "liver_found": bool(liver.any())}
+    if liver.any():
+        label[liver > 0] = LIVER.value
+        if tumor_model is not None:
+            start = time.perf_counter()
+            tumor_raw = predict_volume(image, tumor_model, roi_mask=liver, progress=progress, stage="tumor")
+            timings["tumor_model_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            tumor = postprocess_tumor(tumor_raw, liver, spacing, options, steps)
+            timings["tumor_postprocess_s"] = time.perf_counter() - start
+            label[tumor > 0] = TUMOR.value
+            info["tumor_model"] = str(tumor_model.path)
+    info["postprocess_steps"] = steps
+    info["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    info.update(label_summary(label, geometry))
+    return CascadeResult(geometry.image_from_array(label), info)
