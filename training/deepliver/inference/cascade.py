@@ -9,6 +9,7 @@ bundle's business: ``deepliver.inference.predict.predict_volume`` dispatches on 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -49,6 +50,15 @@ def label_summary(label: np.ndarray, geometry: Geometry) -> dict[str, Any]:
             "lesion_count": lesions}
 
 
+def _model_record(model) -> dict[str, Any]:
+    """What the sidecar says about a model: enough to tell later which bundle made a label."""
+    config = model.config
+    path = Path(model.path) if model.path is not None else None
+    return {"path": str(path) if path else None, "name": path.name if path else None, "architecture": config.architecture,
+            "spatial_dims": config.spatial_dims, "task": config.task, "created": config.created,
+            "deepliver_version": config.deepliver_version, "validation": config.validation}
+
+
 def segment_image(image: sitk.Image, liver_model, tumor_model=None,
                   postprocess: Optional[PostprocessOptions] = None,
                   progress: Optional[ProgressCallback] = None) -> CascadeResult:
@@ -75,7 +85,8 @@ def segment_image(image: sitk.Image, liver_model, tumor_model=None,
 
     label = np.zeros(geometry.shape, dtype=np.uint8)
     info: dict[str, Any] = {"deepliver_version": __version__, "postprocess": options.to_dict(),
-                            "liver_model": str(liver_model.path), "liver_found": bool(liver.any())}
+                            "liver_model": str(liver_model.path) if liver_model.path else None, "liver_found": bool(liver.any()),
+                            "models": {"liver": _model_record(liver_model)}}
     if liver.any():
         label[liver > 0] = LIVER.value
         if tumor_model is not None:
@@ -87,6 +98,7 @@ def segment_image(image: sitk.Image, liver_model, tumor_model=None,
             timings["tumor_postprocess_s"] = time.perf_counter() - start
             label[tumor > 0] = TUMOR.value
             info["tumor_model"] = str(tumor_model.path)
+            info["models"]["tumor"] = _model_record(tumor_model)
     info["postprocess_steps"] = steps
     info["timings"] = {k: round(v, 4) for k, v in timings.items()}
     info.update(label_summary(label, geometry))

@@ -1,0 +1,74 @@
+"""Samplers, augmentation and checkpoints: determinism, channel order, positive sampling, corruption."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from deepliver.train.augment import Augmenter
+from deepliver.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepliver.train.config import AugmentSection
+from deepliver.train.data import CachedCase, SampleSource, TrainingSamples, crop_patch
+
+
+def _case():
+    z, y, x = np.meshgrid(np.arange(10), np.arange(30), np.arange(40), indexing="ij")
+    image = (z * 1000 + y * 50 + x).astype(np.float32)              # every voxel tells where it came from
+    label = np.zeros(image.shape, np.uint8)
+    label[4:6, 10:20, 20:30] = 1
+    label[5, 12:14, 22:24] = 2
+    fg = {t: {"voxels": int(m.sum()), "slices": np.flatnonzero(m.any(axis=(1, 2))).tolist(),
+              "samples": np.argwhere(m).tolist()} for t, m in (("liver", label >= 1), ("tumor", label == 2))}
+    return CachedCase("c", image, label, {"pad_value": -1.0, "foreground": fg})
+
+
+def test_crop_patch_inside_and_padded():
+    a = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
+    np.testing.assert_array_equal(crop_patch(a, (0, 5), (3, 3), -1), a[0:3, 3:6])      # clamped inside
+    out = crop_patch(a, (2, 2), (7, 4), -1)                                              # taller than a
+    np.testing.assert_array_equal(out[1:6], a[:, 0:4])
+    assert (out[0] == -1).all() and (out[6] == -1).all()
+
+
+def test_2d_samples_stack_neighbours_in_order_and_hit_the_label():
+    source = SampleSource([_case()], "tumor", (8, 8), context=1, positive_fraction=1.0)
+    for i in range(20):
+        image, target = source.draw(np.random.default_rng(i))
+        z = int(image[1, 0, 0] // 1000)
+        assert [int(image[c, 0, 0] // 1000) for c in range(3)] == [max(z - 1, 0), z, min(z + 1, 9)]
+        assert target.sum() > 0 and z == 5
+
+
+def test_samples_depend_only_on_seed_epoch_index():
+    aug = Augmenter(AugmentSection(prob=1.0), 2)
+    data = TrainingSamples(SampleSource([_case()], "liver", (8, 8), context=1), 6, seed=3, augmenter=aug)
+    data.set_epoch(2)
+    first = [data[i] for i in range(6)]
+    again = [data[i] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    data.set_epoch(3)
+    assert not torch.equal(data[0][0], first[0][0])
+    assert set(torch.unique(first[0][1]).tolist()) <= {0.0, 1.0}                 # label stays binary
+
+
+def test_checkpoint_round_trip_and_rng_restore(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "rng": rng_state()}
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    path = save_checkpoint(tmp_path / "last.pt", state)
+    back = load_checkpoint(path)
+    assert back["epoch"] == 3 and torch.equal(back["model"]["w"], torch.arange(4.0))
+    set_rng_state(back["rng"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+def test_corrupted_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{path}: cannot read checkpoint (")

@@ -1,0 +1,191 @@
+"""Segment one volume with a segmentation bundle (2D or 3D U-Net): the code both validation and
+``deepliver segment`` run, so the Dice logged in training is the Dice users get.
+
+Steps of ``predict_volume``: (tumor stage) crop the image to the ROI mask's bounding box + margin in mm ->
+resample to the bundle's target spacing (linear) -> clip and normalise intensities as the bundle says ->
+2D: batched slices with neighbour channels / 3D: sliding window with blending -> probabilities resampled
+(linear) back onto the (cropped) input grid -> threshold 0.5 (or argmax for > 2 classes) -> pasted into a
+``(z, y, x)`` uint8 array on the input image's grid. Only the predictor needs torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepliver.errors import ConfigError, GeometryError
+from deepliver.imaging.geometry import Geometry
+from deepliver.imaging.resample import resample_to_geometry, spacing_geometry
+from deepliver.inference.predictor import OnnxPredictor, Predictor, TorchPredictor, resolve_device
+from deepliver.inference.sliding import predict_slices, predict_windows
+from deepliver.models.bundle import (ONNX_FILE, BundleError, Intensity, ModelConfig, load_state_dict,
+                                     read_bundle_config)
+from deepliver.progress import ProgressCallback
+
+__all__ = ["LoadedModel", "load_model", "model_from_module", "predict_volume", "normalize_intensity",
+           "pad_value", "roi_box", "crop_to_roi", "resample_for_model", "SEGMENTATION_ARCHITECTURES",
+           "INFERENCE_DEFAULTS"]
+
+SEGMENTATION_ARCHITECTURES = ("unet",)
+INFERENCE_DEFAULTS = {"batch_size": 16, "overlap": 0.25, "blend": "gaussian", "divisor": 1}
+"""Defaults for ``ModelConfig.inference`` keys: slices (2D) or windows (3D) per predictor call, window
+overlap and blending (3D), and the multiple every spatial size is padded to."""
+
+
+@dataclass
+class LoadedModel:
+    """A bundle ready to run: its ``ModelConfig``, a ``Predictor``, and the bundle folder (None in training)."""
+
+    config: ModelConfig
+    predictor: Predictor
+    path: Optional[Path] = None
+
+
+def load_model(bundle_dir: str | os.PathLike, device: str = "cpu", runtime: str = "torch") -> LoadedModel:
+    """Load a bundle: rebuild the network from ``model.json`` and its weights (no unpickling).
+
+    ``runtime`` ``"torch"`` or ``"onnx"`` (``model.onnx`` in the bundle, run by onnxruntime; no torch
+    needed). ``device`` ``auto``, ``cpu`` or ``cuda``. Raises ``BundleError`` / ``ConfigError`` (one line).
+    """
+    path = Path(bundle_dir)
+    config = read_bundle_config(path)
+    if runtime == "onnx":
+        onnx = path / config.runtimes.get("onnx", {}).get("file", ONNX_FILE)
+        if not onnx.is_file():
+            raise BundleError(f"{onnx.name} is missing: export it first (deepliver bundle export-onnx {path})", path)
+        return LoadedModel(config, OnnxPredictor(onnx, device=device), path)
+    if runtime != "torch":
+        raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    from deepliver.models.registry import build_model
+
+    device = resolve_device(device)
+    module = build_model(config)
+    try:
+        module.load_state_dict(load_state_dict(path), strict=True)
+    except RuntimeError as e:
+        raise BundleError(f"weights do not fit the network described in model.json ({str(e).splitlines()[0]})",
+                          path) from e
+    return LoadedModel(config, TorchPredictor(module.to(device).eval(), device), path)
+
+
+def model_from_module(module, config: ModelConfig, device: str = "cpu", amp: bool = False) -> LoadedModel:
+    """Wrap a live ``nn.Module`` (e.g. during training) as a ``LoadedModel``."""
+    return LoadedModel(config, TorchPredictor(module, device, amp), None)
+
+
+def normalize_intensity(hu: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """Clip HU to ``intensity.window`` then scale: ``window`` -> [0, 1], ``zscore`` -> ``(hu - mean) / std``."""
+    lo, hi = (float(v) for v in intensity.window)
+    x = np.clip(hu.astype(np.float32, copy=False), lo, hi)
+    if intensity.normalization == "window":
+        return (x - lo) / np.float32(hi - lo)
+    if intensity.normalization == "zscore":
+        return (x - np.float32(intensity.mean)) / np.float32(intensity.std or 1.0)
+    raise ConfigError(f"intensity normalization must be 'window' or 'zscore', got {intensity.normalization!r}")
+
+
+def pad_value(intensity: Intensity) -> float:
+    """The normalised value of the window's lower bound (air), used to pad inputs."""
+    return float(normalize_intensity(np.array([intensity.window[0]], np.float32), intensity)[0])
+
+
+def roi_box(mask: np.ndarray, spacing_xyz, margin_mm: float) -> Optional[tuple[slice, slice, slice]]:
+    """The ``(z, y, x)`` slices of ``mask``'s bounding box grown by ``margin_mm`` on every side (clipped to
+    the array), or None when the mask is empty. ``spacing_xyz`` is the mask's spacing in mm, ``(x, y, z)``."""
+    nonzero = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(n) == 0 for n in nonzero):
+        return None
+    spacing_zyx = tuple(spacing_xyz)[::-1]
+    box = []
+    for n, size, sp in zip(nonzero, mask.shape, spacing_zyx):
+        grow = int(np.ceil(margin_mm / sp - 1e-6))
+        box.append(slice(max(0, int(n[0]) - grow), min(size, int(n[-1]) + 1 + grow)))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def crop_to_roi(image: sitk.Image, roi_mask: np.ndarray, margin_mm: float):
+    """``(cropped_image, box)``: ``image`` cut to ``roi_box`` of ``roi_mask`` (``(z, y, x)``, on ``image``'s grid),
+    physical position kept; ``(None, None)`` when the mask is empty."""
+    if tuple(roi_mask.shape) != Geometry.from_image(image).shape:
+        raise GeometryError(f"ROI mask shape (z, y, x) {tuple(roi_mask.shape)} differs from the image's "
+                            f"{Geometry.from_image(image).shape}")
+    box = roi_box(roi_mask, image.GetSpacing(), margin_mm)
+    if box is None:
+        return None, None
+    index = [box[2].start, box[1].start, box[0].start]
+    size = [box[2].stop - box[2].start, box[1].stop - box[1].start, box[0].stop - box[0].start]
+    return sitk.RegionOfInterest(image, size, index), box
+
+
+def resample_for_model(image: sitk.Image, target_spacing, is_label: bool = False) -> sitk.Image:
+    """``image`` on the grid with the bundle's ``target_spacing`` (``(x, y, z)`` mm, None keeps an axis) over
+    the same field of view; the image itself when nothing changes."""
+    source = Geometry.from_image(image)
+    target = spacing_geometry(source, target_spacing)
+    if target.size == source.size and np.allclose(target.spacing, source.spacing, rtol=0, atol=1e-6):
+        return image
+    return resample_to_geometry(image, target, is_label=is_label)
+
+
+def _probabilities(array: np.ndarray, model: LoadedModel, progress, stage: str) -> np.ndarray:
+    config = model.config
+    opts = {**INFERENCE_DEFAULTS, **config.inference}
+    pad = pad_value(config.intensity)
+    if config.spatial_dims == 2:
+        return predict_slices(array, model.predictor, context=(config.in_channels - 1) // 2,
+                              batch_size=int(opts["batch_size"]), divisor=int(opts["divisor"]), pad_value=pad,
+                              progress=progress, stage=stage)
+    return predict_windows(array, model.predictor, tuple(config.patch_size)[::-1], overlap=float(opts["overlap"]),
+                           blend=str(opts["blend"]), batch_size=int(opts["batch_size"]),
+                           divisor=int(opts["divisor"]), pad_value=pad, progress=progress, stage=stage)
+
+
+def _back_to_grid(probs: np.ndarray, model_grid: Geometry, target: Geometry) -> np.ndarray:
+    """Probabilities ``(K, z, y, x)`` on ``model_grid`` -> labels ``(z, y, x)`` uint8 on ``target``."""
+    if model_grid != target:
+        channels = []
+        for p in probs:
+            img = resample_to_geometry(model_grid.image_from_array(p), target, is_label=False, default_value=0.0,
+                                       extrapolate=True)
+            channels.append(sitk.GetArrayFromImage(img))
+        probs = np.stack(channels)
+    if probs.shape[0] == 1:
+        return (probs[0] >= 0.5).astype(np.uint8)
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def predict_volume(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[np.ndarray] = None,
+                   progress: Optional[ProgressCallback] = None, stage: str = "liver") -> np.ndarray:
+    """The model's label on ``image``'s grid: uint8 ``(z, y, x)``, 1 = foreground (binary models) or the
+    argmax class index (models with more than 2 outputs).
+
+    ``image``: a 3D CT in HU (any spacing and direction). ``roi_mask``: ``(z, y, x)`` on ``image``'s grid;
+    when given (the tumor stage), the model runs on its bounding box + ``config.crop_margin_mm`` and
+    everything outside is 0 (an empty ROI gives all zeros). ``progress(stage, done, total)`` per batch.
+    """
+    config = model.config
+    if config.architecture in ("fasterrcnn", "yolo"):  # detectors: boxes rasterized in the ROI (H8)
+        from deepliver.inference.detect import detect_volume
+        return detect_volume(image, model, roi_mask=roi_mask, progress=progress, stage=stage)
+    if config.architecture not in SEGMENTATION_ARCHITECTURES:
+        raise ConfigError(f"predict_volume runs segmentation networks ({', '.join(SEGMENTATION_ARCHITECTURES)});"
+                          f" this bundle is a {config.architecture!r} model", model.path)
+    geometry = Geometry.from_image(image)
+    out = np.zeros(geometry.shape, dtype=np.uint8)
+    box: Optional[tuple] = tuple(slice(0, n) for n in geometry.shape)
+    if roi_mask is not None:
+        image, box = crop_to_roi(image, np.asarray(roi_mask), config.crop_margin_mm)
+        if image is None:
+            return out
+    crop_geometry = Geometry.from_image(image)
+    resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
+    model_grid = Geometry.from_image(resampled)
+    array = normalize_intensity(sitk.GetArrayFromImage(resampled), config.intensity)
+    probs = _probabilities(array, model, progress, stage)
+    out[box] = _back_to_grid(probs, model_grid, crop_geometry)
+    return out

@@ -1,0 +1,84 @@
+"""Checkpoints: ``RUN/checkpoints/last.pt`` (everything needed to resume) and ``best.pt`` (weights).
+
+A checkpoint is a dict of tensors and primitive containers only (no pickled classes), written atomically
+with ``torch.save`` and read with ``torch.load(weights_only=True)``. ``last.pt`` holds ``epoch`` (epochs
+completed), ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``callbacks`` and ``rng`` (python, numpy,
+torch, CUDA generator states); the samplers need nothing more, since their draws are a function of
+(seed, epoch, index) (``deepliver.train.data``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepliver.atomic import atomic_path
+from deepliver.errors import InputError
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "rng_state", "set_rng_state", "save_checkpoint",
+           "load_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, corrupted or of another format."""
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (and CUDA) random generator states as primitive containers."""
+    import torch
+
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors and primitive containers) to ``path`` atomically."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; ``CheckpointError`` (one line) when it cannot be used."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("no checkpoint here; start without --resume", path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # pickle/zip/EOF errors differ by torch version; all mean "unreadable"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"cannot read checkpoint ({reason}); it is corrupted or truncated: delete it to "
+                              "start over, or copy a good one in its place", path) from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"not a deepliver checkpoint of format {CHECKPOINT_FORMAT}", path)
+    return state

@@ -1,0 +1,286 @@
+"""Training configuration: dataclasses holding every default in one place, read/written as JSON or YAML.
+
+A config file is a mapping with the top-level keys of ``TrainConfig`` (``model``, ``task``, ``seed``,
+``device``, ``amp``) and one mapping per section (``unet``, ``data``, ``augment``, ``optim``,
+``validation``, ``detector``). Any subset may be given; the rest keep their defaults. Defaults that depend
+on the model (spacing, patch size, batch size) are in ``MODEL_DEFAULTS``. Spacings and patch sizes are in
+``(x, y, z)`` order like ``model.json``; None in a spacing keeps the input's spacing on that axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from deepliver.atomic import write_text_atomic
+from deepliver.errors import ConfigError
+
+__all__ = ["MODELS", "TASKS", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
+           "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "default_config",
+           "apply_values", "config_from_dict", "read_config", "write_config"]
+
+MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")
+TASKS = ("liver", "tumor")
+
+
+@dataclass
+class UnetSection:
+    """The U-Net (MONAI ``UNet``). ``context_slices``: 2D only, neighbouring slices per side as channels."""
+    channels: tuple = (16, 32, 64, 128)
+    strides: tuple = (2, 2, 2)
+    num_res_units: int = 1
+    norm: str = "instance"
+    dropout: float = 0.0
+    context_slices: int = 1
+
+
+@dataclass
+class DataSection:
+    """Preprocessing and sampling. ``cache_dir`` None -> ``RUN/cache``. ``split``: train/val/test percentages
+    by case with ``split_seed`` (``deepliver.dataset.splits``; the same default as ``deepliver convert``, so
+    test cases stay held out), unless the dataset folder has a ``splits.json``. ``positive_fraction``: share
+    of samples centred on the task's label."""
+    target_spacing: tuple = (1.5, 1.5, None)
+    patch_size: tuple = (160, 160)
+    window: tuple = (-100.0, 400.0)
+    normalization: str = "window"
+    crop_margin_mm: float = 10.0
+    positive_fraction: float = 0.5
+    split: tuple = (70.0, 20.0, 10.0)
+    split_seed: int = 0
+    cache_dir: Optional[str] = None
+    workers: int = 2
+
+
+@dataclass
+class AugmentSection:
+    """Random augmentation (MONAI): in-plane rotation up to ``rotate_deg``, zoom ``1 +- zoom``, contrast
+    ``1 +- contrast`` around the mean, flips along ``flip_axes`` (names ``x``, ``y``, ``z``)."""
+    enabled: bool = True
+    prob: float = 0.5
+    rotate_deg: float = 20.0
+    zoom: float = 0.15
+    contrast: float = 0.1
+    flip_axes: tuple = ("x", "y")
+    flip_prob: float = 0.5
+
+
+@dataclass
+class OptimSection:
+    """Adam with ReduceLROnPlateau on the validation metric and early stopping (0 disables it)."""
+    epochs: int = 50
+    batch_size: int = 16
+    steps_per_epoch: int = 50
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 12.0
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-6
+    early_stop_patience: int = 15
+
+
+@dataclass
+class ValidationSection:
+    """Validation on whole volumes with ``predict_volume``: ``batch_size`` slices (2D) or windows (3D)."""
+    every: int = 1
+    metric: str = "dice"
+    batch_size: int = 16
+    overlap: float = 0.25
+    blend: str = "gaussian"
+
+
+@dataclass
+class DetectorSection:
+    """Faster R-CNN and YOLO (used by their trainers). ``convert_dir``: a ``deepliver convert`` folder
+    (None -> the DATASET argument is that folder)."""
+    backbone: str = "resnet50_fpn_v2"
+    pretrained: bool = False
+    min_size: int = 512
+    max_size: int = 512
+    yolo_model: str = "yolov8n.yaml"
+    image_size: int = 256
+    convert_dir: Optional[str] = None
+    score_threshold: float = 0.5  # boxes kept at inference (stored in the bundle's model.json)
+    box_batch_size_per_image: int = 512  # Faster R-CNN proposals sampled per slice (128: ~4x cheaper on CPU)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run uses; written whole to ``RUN/config.json``."""
+    model: str = "unet2d"
+    task: str = "liver"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    unet: UnetSection = field(default_factory=UnetSection)
+    data: DataSection = field(default_factory=DataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+    detector: DetectorSection = field(default_factory=DetectorSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))   # tuples -> lists
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3 if self.model == "unet3d" else 2
+
+
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "unet2d": {},
+    "unet3d": {"data.target_spacing": (2.0, 2.0, 2.0), "data.patch_size": (96, 96, 64), "optim.batch_size": 2,
+               "validation.batch_size": 2, "augment.flip_axes": ("x", "y")},
+    "fasterrcnn": {"optim.batch_size": 4, "optim.lr": 0.005, "optim.steps_per_epoch": 0},
+    "yolo": {"optim.batch_size": 16, "optim.lr": 0.01, "optim.steps_per_epoch": 0},
+}
+"""Per-model overrides of the dataclass defaults (``section.key`` -> value)."""
+
+_TOP = ("model", "task", "seed", "device", "amp")
+
+
+def _keys(config: TrainConfig) -> list[str]:
+    keys = list(_TOP)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+    return keys
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    bare = {k.split(".")[-1]: k for k in known}
+    close = difflib.get_close_matches(key, known, n=1) or [bare[m] for m in
+                                                          difflib.get_close_matches(key.split(".")[-1], list(bare), n=1)]
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return ConfigError(f"unknown config key {key!r}{hint}", where)
+
+
+def _coerce(key: str, value: Any, default: Any, where: Optional[str]) -> Any:
+    if isinstance(default, tuple) or (isinstance(value, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}", where)
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}", where)
+        return value
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}", where)
+        return int(value) if isinstance(default, int) and float(value).is_integer() else value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"config key {key!r} must be a string, got {value!r}", where)
+    return value
+
+
+def apply_values(config: TrainConfig, values: dict[str, Any], where: Optional[str] = None) -> TrainConfig:
+    """Set ``section.key`` (or top-level) values on ``config`` in place; unknown keys raise ``ConfigError``
+    naming the key and the nearest known one."""
+    known = _keys(config)
+    for key, value in values.items():
+        if key not in known:
+            raise _unknown(key, known, where)
+        section, _, name = key.rpartition(".")
+        target = getattr(config, section) if section else config
+        setattr(target, name, _coerce(key, value, getattr(target, name), where))
+    _validate(config, where)
+    return config
+
+
+def _validate(config: TrainConfig, where: Optional[str]) -> None:
+    if config.model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {config.model!r}", where)
+    if config.task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {config.task!r}", where)
+    from deepliver.dataset.splits import parse_ratios
+    try:
+        parse_ratios(config.data.split)
+    except ConfigError as e:
+        raise ConfigError(f"data.{e.message}", where) from e
+    if config.optim.epochs < 1 or config.optim.batch_size < 1:
+        raise ConfigError(f"optim.epochs and optim.batch_size must be >= 1, got {config.optim.epochs} and "
+                          f"{config.optim.batch_size}", where)
+    if len(config.data.target_spacing) != 3:
+        raise ConfigError(f"data.target_spacing needs 3 values (x, y, z), got {list(config.data.target_spacing)}",
+                          where)
+    if config.model.startswith("unet") and len(config.data.patch_size) != config.spatial_dims:
+        raise ConfigError(f"data.patch_size needs {config.spatial_dims} values for {config.model}, got "
+                          f"{list(config.data.patch_size)}", where)
+    if config.model.startswith("unet"):
+        step = 1
+        for s in config.unet.strides:
+            step *= int(s)
+        if any(int(p) % step for p in config.data.patch_size):
+            raise ConfigError(f"data.patch_size {list(config.data.patch_size)} must be multiples of {step} (the "
+                              f"product of unet.strides {list(config.unet.strides)})", where)
+        if config.unet.context_slices < 0:
+            raise ConfigError(f"unet.context_slices must be >= 0, got {config.unet.context_slices}", where)
+
+
+def default_config(model: str = "unet2d", task: str = "liver") -> TrainConfig:
+    """The defaults for ``model`` and ``task``."""
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    config = TrainConfig(model=model, task=task)
+    return apply_values(config, dict(MODEL_DEFAULTS[model]))
+
+
+def _flatten(data: dict[str, Any], where: Optional[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a mapping of keys to values", where)
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}.{sub}"] = v
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def config_from_dict(data: dict[str, Any], model: Optional[str] = None, task: Optional[str] = None,
+                     where: Optional[str] = None) -> TrainConfig:
+    """Defaults for the model/task (``model``/``task`` arguments win over the mapping's), then ``data``."""
+    flat = _flatten(data, where)
+    model = model or flat.get("model") or "unet2d"
+    task = task or flat.get("task") or "liver"
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}", where)
+    config = default_config(model, task)
+    flat.update({"model": model, "task": task})
+    return apply_values(config, flat, where)
+
+
+def read_config(path: str | os.PathLike, model: Optional[str] = None, task: Optional[str] = None) -> TrainConfig:
+    """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config; see ``config_from_dict``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config: {e.strerror}", path) from e
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
+        raise ConfigError(f"cannot parse config: {str(e).splitlines()[0]}", path) from e
+    return config_from_dict(data, model, task, where=str(path))
+
+
+def write_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    """Write ``config`` whole (every default) as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+        write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    else:
+        write_text_atomic(path, json.dumps(config.to_dict(), indent=2) + "\n")

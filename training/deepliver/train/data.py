@@ -1,0 +1,126 @@
+"""Training samples from cached cases: 2D slices with neighbour channels, or 3D patches.
+
+A sample is ``(image, target)``: float32 ``(C, *patch)`` and float32 ``(1, *patch)`` with 0/1 values of
+the task's foreground (spatial axes in numpy order: 2D ``y, x``, 3D ``z, y, x``). With probability
+``positive_fraction`` a sample is centred (with jitter) on a random foreground voxel of a case that has
+one; otherwise it is drawn uniformly (case, then position). Sample ``i`` of epoch ``e`` is drawn from
+``numpy.random.default_rng([seed, e, i])`` and augmented with a seed from the same generator, so the
+data of a run depend only on (seed, epoch, index): workers, ranks and resuming do not change them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from deepliver.train.cache import task_mask
+
+__all__ = ["CachedCase", "load_cached", "crop_patch", "SampleSource", "TrainingSamples"]
+
+
+@dataclass
+class CachedCase:
+    """A cache entry opened read-only (memory-mapped): ``image`` float32 and ``label`` uint8, ``(z, y, x)``."""
+    case: str
+    image: np.ndarray
+    label: np.ndarray
+    meta: dict
+
+    def slices(self, task: str) -> list[int]:
+        return self.meta["foreground"][task]["slices"]
+
+    def samples(self, task: str) -> np.ndarray:
+        return np.asarray(self.meta["foreground"][task]["samples"], dtype=np.int64).reshape(-1, 3)
+
+
+def load_cached(entry: Path) -> CachedCase:
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    return CachedCase(meta["case"], np.load(entry / "image.npy", mmap_mode="r"),
+                      np.load(entry / "label.npy", mmap_mode="r"), meta)
+
+
+def crop_patch(array: np.ndarray, center: Sequence[int], size: Sequence[int], pad: float) -> np.ndarray:
+    """The ``size`` window of ``array``'s last ``len(size)`` axes around ``center`` (kept inside the array when
+    it is large enough, centred with ``pad`` padding when it is smaller)."""
+    lead = array.ndim - len(size)
+    src, dst = [slice(None)] * lead, [slice(None)] * lead
+    for n, c, s in zip(array.shape[lead:], center, size):
+        start = min(max(int(c) - s // 2, 0), n - s) if n >= s else -((s - n) // 2)
+        lo, hi = max(start, 0), min(start + s, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out = np.full(array.shape[:lead] + tuple(size), pad, dtype=np.float32)
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+class SampleSource:
+    """Draws un-augmented samples from cached cases for one task.
+
+    ``patch`` is numpy order (2D ``(y, x)``, 3D ``(z, y, x)``); ``context`` neighbouring slices per side are
+    stacked as channels in 2D (clamped at the volume's ends).
+    """
+
+    def __init__(self, cases: list[CachedCase], task: str, patch: Sequence[int], context: int = 0,
+                 positive_fraction: float = 0.5):
+        self.cases, self.task, self.patch = cases, task, tuple(int(p) for p in patch)
+        self.context, self.positive_fraction = context, positive_fraction
+        self.positive = [i for i, c in enumerate(cases) if len(c.slices(task))]
+        self.spatial_dims = len(self.patch)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.positive and rng.random() < self.positive_fraction:
+            case = self.cases[self.positive[rng.integers(len(self.positive))]]
+            samples = case.samples(self.task)
+            center = samples[rng.integers(len(samples))]
+            jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
+            center = center.copy()
+            center[-len(self.patch):] += jitter
+        else:
+            case = self.cases[rng.integers(len(self.cases))]
+            center = np.array([rng.integers(n) for n in case.image.shape])
+        return self._extract(case, center)
+
+    def _extract(self, case: CachedCase, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pad = float(case.meta["pad_value"])
+        if self.spatial_dims == 2:
+            nz = case.image.shape[0]
+            z = int(np.clip(center[0], 0, nz - 1))
+            zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, nz - 1)
+            image = crop_patch(case.image[zs], center[1:], self.patch, pad)
+            label = crop_patch(case.label[z][None], center[1:], self.patch, 0)
+        else:
+            image = crop_patch(case.image[None], center, self.patch, pad)
+            label = crop_patch(case.label[None], center, self.patch, 0)
+        return image, task_mask(label, self.task).astype(np.float32)
+
+
+class TrainingSamples:
+    """A map-style dataset of ``length`` samples for one epoch (``torch.utils.data.Dataset`` protocol).
+
+    ``set_epoch(e)`` before building the epoch's DataLoader; items are ``(image, target)`` torch tensors.
+    """
+
+    def __init__(self, source: SampleSource, length: int, seed: int, augmenter=None):
+        self.source, self.length, self.seed, self.augmenter = source, int(length), int(seed), augmenter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        image, target = self.source.draw(rng)
+        if self.augmenter is not None:
+            out = self.augmenter({"image": image, "label": target}, int(rng.integers(2**31)))
+            image, target = out["image"], out["label"]
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))

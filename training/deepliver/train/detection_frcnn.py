@@ -1,0 +1,134 @@
+"""The Faster R-CNN training loop (see ``deepliver.train.detection`` for the data and validation).
+
+One epoch = one pass over the ``train`` slices of the convert output (shuffled by ``(seed, epoch)``),
+SGD with momentum 0.9 and ``optim.weight_decay``, gradient norm clipped to ``optim.grad_clip``. After each
+epoch: validation Dice (``validate_detector``) at the best of ``THRESHOLDS`` (the threshold the bundle
+will get is chosen the same way at the end; without a source dataset the metric is minus the mean
+training loss), ReduceLROnPlateau and early stopping on it (``deepliver.train.callbacks``), ``best.pt``
+when it improves, ``last.pt`` always (``deepliver.train.checkpoint``: model, optimizer, scheduler, scaler,
+callbacks, RNG). A run resumed from ``last.pt`` ends with the same weights as an uninterrupted one (the
+shuffle and flips are functions of seed, epoch and index, not of generator state).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from deepliver.errors import DeepLiverError
+from deepliver.progress import ProgressCallback
+
+__all__ = ["NonFiniteLossError", "train_fasterrcnn_bundle"]
+
+
+class NonFiniteLossError(DeepLiverError):
+    """The training loss became NaN or infinite."""
+
+
+def _epoch(model, dataset, optimizer, scaler, epoch: int, config, device: str,
+           progress: Optional[ProgressCallback]) -> float:
+    """Train one epoch; returns the mean loss. ``NonFiniteLossError`` on a NaN/inf loss."""
+    import torch
+
+    from deepliver.train.detection import collate
+
+    batch_size = int(config.optim.batch_size)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(config.seed) * 100003 + epoch))
+    model.train()
+    dataset.set_epoch(epoch)
+    total, steps = 0.0, math.ceil(len(dataset) / batch_size)
+    use_amp = bool(config.amp) and device.startswith("cuda")
+    for step in range(steps):
+        images, targets = collate([dataset[int(i)] for i in order[step * batch_size:(step + 1) * batch_size]])
+        images = [im.to(device) for im in images]
+        targets = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in t.items()} for t in targets]
+        with torch.autocast("cuda", enabled=use_amp):
+            loss = sum(model(images, targets).values())
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"the Faster R-CNN loss became {float(loss)} at epoch {epoch + 1}, step "
+                                     f"{step + 1}; lower the learning rate (--lr, now {config.optim.lr:g})")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.optim.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(config.optim.grad_clip))
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach())
+        if progress:
+            progress(f"epoch {epoch + 1}/{config.optim.epochs}", step + 1, steps)
+    return total / max(steps, 1)
+
+
+def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
+                            progress: Optional[ProgressCallback] = None) -> Path:
+    """Train Faster R-CNN on ``data`` (``DetectionData``) into ``out``; returns the bundle ``out/model``."""
+    import torch
+
+    from deepliver.inference.predict import model_from_module
+    from deepliver.inference.predictor import resolve_device
+    from deepliver.models.bundle import save_bundle
+    from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
+    from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler
+    from deepliver.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
+                                          validate_detector)
+
+    device = resolve_device(config.device)
+    torch.manual_seed(int(config.seed))
+    args = FasterRCNNArgs(variant=config.detector.backbone, image_size=data.size,
+                          box_batch_size_per_image=int(config.detector.box_batch_size_per_image))
+    model = build_fasterrcnn(args, pretrained=bool(config.detector.pretrained)).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=float(config.optim.lr),
+                                momentum=0.9, weight_decay=float(config.optim.weight_decay))
+    scheduler = make_scheduler(optimizer, config.optim)
+    scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp) and device.startswith("cuda"))
+    best, stopper = BestMetric(), EarlyStopping(config.optim.early_stop_patience)
+    checkpoints = out / "checkpoints"
+    start = 0
+    if resume:
+        state = load_checkpoint(checkpoints / "last.pt", device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best.load_state_dict(state["callbacks"]["best"])
+        stopper.load_state_dict(state["callbacks"]["early_stopping"])
+        set_rng_state(state["rng"])
+        start = int(state["epoch"])
+    flip = float(config.augment.flip_prob) if config.augment.enabled else 0.0
+    train_set = CocoSlices(data.root, "train", flip_prob=flip, seed=int(config.seed))
+    if not len(train_set):
+        raise DeepLiverError("no training slices in coco_train.json: the task's label is absent from every "
+                             "training case", data.root)
+    log = CsvLog(out / "log.csv", keep_until_epoch=start if resume else None)
+    bundle_config = detector_config("fasterrcnn", config, data, args.to_dict(), config.detector.score_threshold)
+    validation: dict = {}
+    for epoch in range(start, int(config.optim.epochs)):
+        loss = _epoch(model, train_set, optimizer, scaler, epoch, config, device, progress)
+        validation = validate_detector(model_from_module(model, bundle_config, device), data,
+                                       thresholds=list(THRESHOLDS))
+        by_threshold = validation.get("dice_by_threshold") or {}
+        metric = max(by_threshold.values()) if by_threshold else -loss
+        improved = best.update(metric, epoch)
+        if improved:
+            save_checkpoint(checkpoints / "best.pt", {"epoch": epoch + 1, "model": model.state_dict(),
+                                                      "validation": dict(validation)})
+        scheduler.step(metric)
+        stop = stopper.step(improved)
+        log.append({"epoch": epoch + 1, "loss": round(loss, 6), "val_dice": validation["dice"],
+                    "val_dice_best_threshold": max(by_threshold.values()) if by_threshold else None,
+                    "lr": optimizer.param_groups[0]["lr"]})
+        save_checkpoint(checkpoints / "last.pt", {
+            "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+            "callbacks": {"best": best.state_dict(), "early_stopping": stopper.state_dict()}})
+        if stop:
+            break
+    best_state = load_checkpoint(checkpoints / "best.pt", device)
+    model.load_state_dict(best_state["model"])
+    validation = choose_threshold(model_from_module(model, bundle_config, device), data)
+    bundle_config.validation = {"metric": f"{data.task}_dice_pooled", "best_epoch": int(best_state["epoch"]),
+                                **validation}
+    return save_bundle(out / "model", bundle_config, best_state["model"])

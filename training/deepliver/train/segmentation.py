@@ -1,0 +1,228 @@
+"""The U-Net trainer (``--model unet2d|unet3d``): cache, samplers, epochs, validation, checkpoints, bundle.
+
+Validation runs ``deepliver.inference.predict.predict_volume`` on each validation case's whole volume on
+its original grid (tumor task: inside the true liver's bounding box + margin, as the cascade crops around
+the predicted liver) and averages the Dice of ``deepliver.metrics.overlap_metrics``; that is the number
+the schedule, early stopping and ``best.pt`` follow and the bundle records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from deepliver.dataset.splits import split_cases
+from deepliver.errors import ConfigError, LabelError
+from deepliver.imaging.geometry import Geometry
+from deepliver.inference.predict import INFERENCE_DEFAULTS, model_from_module, predict_volume
+from deepliver.metrics.overlap import overlap_metrics
+from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
+from deepliver.models.unet import divisor
+from deepliver.progress import ProgressCallback
+from deepliver.train import ddp
+from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
+from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer
+from deepliver.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepliver.train.config import TrainConfig
+from deepliver.train.data import SampleSource, TrainingSamples, load_cached
+from deepliver.train.loop import StepOptions, make_loss, train_epoch
+from deepliver.train.run import RunPaths
+
+__all__ = ["train_unet", "split_dataset", "model_config", "validate", "seed_everything"]
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def split_dataset(dataset: Path, case_ids: list[str], config: TrainConfig) -> tuple[list[str], list[str]]:
+    """``(train, val)`` case ids: ``DATASET/splits.json`` when present, else ``config.data.split``."""
+    path = dataset / "splits.json"
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = set(case_ids)
+        train, val = [c for c in data.get("train", []) if c in known], [c for c in data.get("val", []) if c in known]
+        source = f"{path.name}"
+    else:
+        splits = split_cases(case_ids, config.data.split, config.data.split_seed)
+        train, val = splits.train, splits.val
+        source = f"split {'/'.join(f'{r:g}' for r in config.data.split)}"
+    if not train or not val:
+        raise ConfigError(f"the dataset has {len(case_ids)} case(s); {source} gives {len(train)} training and "
+                          f"{len(val)} validation case(s), and training needs at least one of each: add cases "
+                          "or change the split (--val-fraction)", dataset)
+    return train, val
+
+
+def model_config(config: TrainConfig, fingerprint: Optional[dict] = None) -> ModelConfig:
+    """The bundle's ``ModelConfig`` for a U-Net training config."""
+    u, d, dims = config.unet, config.data, config.spatial_dims
+    return ModelConfig(
+        architecture="unet", task=config.task, spatial_dims=dims,
+        arch_args={"channels": list(u.channels), "strides": list(u.strides), "num_res_units": u.num_res_units,
+                   "norm": u.norm, "dropout": u.dropout, "out_channels": 2},
+        labels={"background": 0, config.task: 1}, in_channels=2 * u.context_slices + 1 if dims == 2 else 1,
+        target_spacing=tuple(d.target_spacing), patch_size=tuple(d.patch_size),
+        intensity=Intensity(window=tuple(d.window), normalization=d.normalization),
+        crop_margin_mm=d.crop_margin_mm, fingerprint=dict(fingerprint or {}),
+        training={"model": config.model, "seed": config.seed, "config": config.to_dict()},
+        inference={**INFERENCE_DEFAULTS, "batch_size": config.validation.batch_size,
+                   "overlap": config.validation.overlap, "blend": config.validation.blend,
+                   "divisor": divisor(u.strides)})
+
+
+def _validation_image(entry: Path):
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    grid = Geometry.from_dict(meta["original_grid"])
+    return meta["case"], grid.image_from_array(np.load(entry / "original_image.npy")), \
+        np.load(entry / "original_label.npy")
+
+
+def validate(module, mc: ModelConfig, entries: list[Path], device: str,
+             progress: Optional[ProgressCallback] = None) -> dict[str, float]:
+    """Dice per validation case (cache entries kept with ``keep_original``) with ``predict_volume``."""
+    loaded = model_from_module(module, mc, device)
+    scores = {}
+    for i, entry in enumerate(entries):
+        case, image, label = _validation_image(entry)
+        roi = label >= 1 if mc.task == "tumor" else None
+        pred = predict_volume(image, loaded, roi_mask=roi, stage="validate")
+        scores[case] = float(overlap_metrics(pred.astype(bool), task_mask(label, mc.task))["dice"])
+        if progress:
+            progress("validate", i + 1, len(entries))
+    return scores
+
+
+def _prepare_data(dataset: Path, run: RunPaths, config: TrainConfig, ctx, progress):
+    cases = list_cases(dataset)
+    train_ids, val_ids = split_dataset(dataset, [c.case for c in cases], config)
+    prep = Preprocessing(tuple(config.data.target_spacing), Intensity(tuple(config.data.window),
+                         config.data.normalization), config.task, config.data.crop_margin_mm)
+    wanted = [c for c in cases if c.case in set(train_ids) | set(val_ids)]
+    entries = None
+    if ctx.is_main:
+        cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else run.cache
+        entries = {k: str(v) for k, v in build_cache(wanted, prep, cache_dir, set(val_ids), config.data.workers,
+                                                      progress).items()}
+    entries = {k: Path(v) for k, v in ddp.broadcast(entries, ctx).items()}
+    train_cases = [load_cached(entries[c]) for c in train_ids]
+    if not any(c.meta["foreground"][config.task]["voxels"] for c in train_cases):
+        what = "liver (label >= 1)" if config.task == "liver" else "tumor (label 2)"
+        raise LabelError(f"no training case has any {what} voxel, so a {config.task} model cannot learn; "
+                         f"check the labels (deepliver check) or train the other task", dataset)
+    if config.task == "tumor":
+        train_cases = [c for c in train_cases if c.meta["has_roi"]]
+    fingerprint = {"dataset": dataset.name, "train_cases": train_ids, "val_cases": val_ids,
+                   "preprocessing": prep.digest()[:16]}
+    return train_cases, [entries[c] for c in val_ids], fingerprint
+
+
+def _numpy_patch(config: TrainConfig) -> tuple[int, ...]:
+    return tuple(int(p) for p in config.data.patch_size)[::-1]      # (x, y[, z]) -> numpy order
+
+
+def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = False,
+               progress: Optional[ProgressCallback] = None) -> Path:
+    """Train a 2D or 3D U-Net into the RUN folder ``out`` (see ``deepliver.train.run.train``, which checks the
+    folder and writes ``config.json`` first); returns ``out/model``."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from deepliver.models.registry import build_model
+    from deepliver.train.augment import Augmenter
+
+    run = RunPaths(Path(out))
+    ctx = ddp.setup(config.device)
+    try:
+        seed_everything(config.seed)
+        state = load_checkpoint(run.last, ctx.device) if resume else None     # fail fast on a bad checkpoint
+        train_cases, val_entries, fingerprint = _prepare_data(dataset, run, config, ctx, progress if ctx.is_main else None)
+        mc = model_config(config, fingerprint)
+        source = SampleSource(train_cases, config.task, _numpy_patch(config), config.unet.context_slices
+                              if config.spatial_dims == 2 else 0, config.data.positive_fraction)
+        o = config.optim
+        samples = TrainingSamples(source, o.steps_per_epoch * o.batch_size * ctx.world_size, config.seed,
+                                  Augmenter(config.augment, config.spatial_dims))
+        model = build_model(mc).to(ctx.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        scheduler = make_scheduler(optimizer, o)
+        use_scaler = config.amp and ctx.device.startswith("cuda")
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        best, early, start = BestMetric(), EarlyStopping(o.early_stop_patience), 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            best.load_state_dict(state["callbacks"]["best"])
+            early.load_state_dict(state["callbacks"]["early"])
+            set_rng_state(state["rng"])
+            start = int(state["epoch"])
+        net = ddp.wrap(model, ctx)
+        loss_fn = make_loss()
+        options = StepOptions(ctx.device, config.amp, o.grad_clip,
+                              f"batch {o.batch_size}, patch {'x'.join(str(p) for p in config.data.patch_size)}")
+        log = CsvLog(run.log, keep_until_epoch=start) if ctx.is_main else None
+        board = tensorboard_writer(run.tensorboard) if ctx.is_main else None
+        for epoch in range(start, o.epochs):
+            t0 = time.perf_counter()
+            samples.set_epoch(epoch)
+            sampler = DistributedSampler(samples, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed,
+                                         drop_last=True)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(samples, batch_size=o.batch_size, sampler=sampler, drop_last=True,
+                                num_workers=config.data.workers, pin_memory=ctx.device.startswith("cuda"))
+            loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
+                                            stage=f"epoch {epoch + 1}/{o.epochs}",
+                                            progress=progress if ctx.is_main else None), ctx)
+            scores = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
+            model.train()
+            metric = ddp.broadcast(float(np.mean(list(scores.values()))) if scores else float("nan"), ctx)
+            scheduler.step(metric)
+            improved = best.update(metric, epoch)
+            stop = early.step(improved)
+            if ctx.is_main:
+                _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric)
+                row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(metric, 6),
+                       "lr": optimizer.param_groups[0]["lr"], "best_epoch": best.epoch + 1,
+                       "seconds": round(time.perf_counter() - t0, 2)}
+                log.append(row)
+                if board is not None:
+                    for key in ("train_loss", "val_dice", "lr"):
+                        board.add_scalar(key, row[key], epoch + 1)
+            if stop:
+                break
+        ddp.write_debug_hash(model, ctx)
+        if ctx.is_main:
+            _write_bundle(run, mc, best, val_entries)
+        ddp.barrier(ctx)
+        return run.bundle
+    finally:
+        ddp.teardown(ctx)
+
+
+def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric) -> None:
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if improved or not run.best.is_file():
+        save_checkpoint(run.best, {"epoch": epoch + 1, "model": weights, "metric": metric})
+    save_checkpoint(run.last, {"epoch": epoch + 1, "model": weights, "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                               "callbacks": {"best": best.state_dict(), "early": early.state_dict()},
+                               "rng": rng_state()})
+
+
+def _write_bundle(run: RunPaths, mc: ModelConfig, best: BestMetric, val_entries: list[Path]) -> None:
+    state = load_checkpoint(run.best)
+    mc.validation = {"metric": "dice", "dice": state["metric"], "epoch": int(state["epoch"]),
+                     "cases": len(val_entries), "on": "original grid, whole volumes (predict_volume)"}
+    mc.training["epochs_run"] = int(load_checkpoint(run.last)["epoch"])
+    save_bundle(run.bundle, mc, state["model"])
