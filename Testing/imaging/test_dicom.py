@@ -275,12 +275,34 @@ def test_truncated_and_corrupted_files_are_named(tmp_path, make_ct):
     files[4].write_bytes(data[:-1000])  # truncated inside the pixel data
     with pytest.raises(ReadError, match=rf"{files[4].name}: truncated DICOM file"):
         read_volume(tmp_path)
-    files[4].write_bytes(data[:400])  # truncated inside the header
+    files[4].write_bytes(data[:400])  # truncated inside the header: listing goes on, reading refuses
+    (info,) = infos = list_series(tmp_path)
+    assert info.num_slices == 11 and [(s.path, s.kind) for s in infos.skipped] == [(files[4], "unreadable")]
     with pytest.raises(ReadError, match=rf"{files[4].name}: corrupted or truncated DICOM file"):
-        list_series(tmp_path)
+        read_volume(tmp_path)
+    (tmp_path / "other").mkdir()  # series unknown, not among this series' folders: not blamed
+    files[4].rename(tmp_path / "other" / files[4].name)
+    with pytest.raises(GeometryError, match=rf"missing slice.*{files[3].name}, {files[5].name}"):
+        read_volume(tmp_path)  # ...and the gap it leaves is still found
+    (tmp_path / "other" / files[4].name).rename(files[4])
     files[4].write_bytes(data[:132] + b"\xff" * 500)  # garbage after the preamble
     with pytest.raises(ReadError, match=rf"{files[4].name}: corrupted DICOM file"):
         read_volume(tmp_path)
+
+
+def test_damaged_file_of_another_series_does_not_block_reading(tmp_path, make_ct):
+    image, _ = _write(make_ct, tmp_path, file_names="a{index}.dcm", uid_seed=1)
+    _, other = _write(make_ct, tmp_path, file_names="b{index}.dcm", uid_seed=2)
+    data = other[3].read_bytes()
+    series_uid = pydicom.dcmread(other[3]).SeriesInstanceUID
+    cut = data.index(series_uid.encode()) + len(series_uid) + 40  # keeps its SeriesInstanceUID, loses the rest
+    other[3].write_bytes(data[:cut])
+    infos = list_series(tmp_path)
+    assert len(infos) == 2 and [(s.path, s.series_uid) for s in infos.skipped] == [(other[3], series_uid)]
+    wanted = next(i for i in infos if i.series_uid != series_uid)
+    _assert_same_image(read_volume(tmp_path, series=wanted.short_id), image)
+    with pytest.raises(ReadError, match=rf"{other[3].name}: corrupted or truncated DICOM file"):
+        read_volume(tmp_path, series=series_uid)
 
 
 # --- the command line --------------------------------------------------------------------------------------

@@ -5,6 +5,13 @@ Files are grouped by SeriesInstanceUID. Anonymized files whose UIDs were emptied
 left (frame of reference, study, modality, series number and description, orientation, size, pixel
 spacing) and the group gets a stable synthetic id ``anon-<12 hex>`` that works wherever a series UID does
 (``--series``). Patient identity is never exposed: ``SeriesInfo.patient_key`` is a keyed hash.
+
+Real archive folders hold more than image slices. ``list_series`` skips, and reports in
+``SeriesList.skipped`` (``skipped_summary`` makes one line of it): non-DICOM files, DICOMDIRs under any
+name, DICOM objects that are not slices of a volume (reports, presentation states, radiographs,
+enhanced multi-frame), and unreadable files (damaged or truncated headers). It fails only when no series
+is left. ``read_dicom_series`` is strict about the series it reads: an unreadable file whose series is
+that one, or cannot be told, is an error naming the file; damaged pixel data is found while reading.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import SimpleITK as sitk
 
 from deepliver.errors import ReadError
 from deepliver.imaging.dicom_geometry import sort_slices, stack_geometry
-from deepliver.imaging.dicom_headers import Scan, SliceHeader, scan_folder
+from deepliver.imaging.dicom_headers import (DICOMDIR, NOT_A_SLICE, NOT_DICOM, UNREADABLE, Scan, SliceHeader,
+                                             Skipped, scan_folder)
 from deepliver.imaging.dicom_pixels import read_pixels
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom_series", "patient_key", "DEFAULT_PATIENT_KEY"]
+__all__ = ["SeriesInfo", "SeriesList", "Skipped", "list_series", "read_dicom_series", "skipped_summary",
+           "patient_key", "DEFAULT_PATIENT_KEY"]
 
 DEFAULT_PATIENT_KEY = b"deepliver/patient-key/v1"
 """Key used for ``patient_key`` when none is given. Pass your own secret key to make keys unlinkable."""
@@ -81,16 +90,41 @@ def patient_key(patient_id: str, patient_name: str, birth_date: str, key: bytes 
     return hmac.new(key or DEFAULT_PATIENT_KEY, message, hashlib.sha256).hexdigest()[:16]
 
 
-def list_series(folder: str | os.PathLike, key: bytes | None = None) -> list[SeriesInfo]:
+class SeriesList(list):
+    """A list of ``SeriesInfo`` with ``skipped``: the files not used as slices (``Skipped`` records with
+    ``path``, ``kind``, ``reason``), in path order."""
+
+    def __init__(self, infos: Sequence[SeriesInfo] = (), skipped: Sequence[Skipped] = ()):
+        super().__init__(infos)
+        self.skipped = list(skipped)
+
+
+def list_series(folder: str | os.PathLike, key: bytes | None = None) -> SeriesList:
     """One ``SeriesInfo`` per image series under ``folder`` (recursive), read from headers only.
 
-    Sorted by patient key, study date, study and series description. Raises ``ReadError`` when the
-    folder does not exist, is empty or holds no DICOM image, or when a DICOM file is corrupted.
+    Sorted by patient key, study date, study and series description; ``.skipped`` lists the files left
+    out (see the module docstring). Raises ``ReadError`` when the folder does not exist, is empty or
+    holds no readable DICOM image slice (the message then says what was skipped).
     """
     folder = Path(folder)
-    groups, _ = _groups(folder)
+    groups, scan = _groups(folder)
     infos = [_info(series_id, slices, key) for series_id, slices in groups.items()]
-    return sorted(infos, key=lambda s: (s.patient_key, s.study_date, s.study_uid, s.description, s.series_id))
+    infos.sort(key=lambda s: (s.patient_key, s.study_date, s.study_uid, s.description, s.series_id))
+    return SeriesList(infos, scan.skipped)
+
+
+_KIND_ORDER = (UNREADABLE, NOT_A_SLICE, DICOMDIR, NOT_DICOM)
+
+
+def skipped_summary(skipped: Sequence[Skipped]) -> str:
+    """One line about skipped files, "" when none: ``N file(s) skipped (2 unreadable, 1 DICOMDIR); first
+    unreadable: PATH: REASON``. The example is of the most serious kind present (unreadable first)."""
+    if not skipped:
+        return ""
+    counts = {kind: sum(s.kind == kind for s in skipped) for kind in _KIND_ORDER}
+    parts = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    first = next(s for kind in _KIND_ORDER for s in skipped if s.kind == kind)
+    return f"{len(skipped)} file(s) skipped ({parts}); first {first.kind}: {first.path}: {first.reason}"
 
 
 def read_dicom_series(folder: str | os.PathLike, series: str | None = None) -> sitk.Image:
@@ -103,8 +137,9 @@ def read_dicom_series(folder: str | os.PathLike, series: str | None = None) -> s
     ``ReadError``/``GeometryError`` (one line, naming the folder or file) on unusable input.
     """
     folder = Path(folder)
-    groups, _ = _groups(folder)
+    groups, scan = _groups(folder)
     series_id = _choose(groups, series, folder)
+    _refuse_unreadable(scan, groups[series_id], folder)
     geometry, ordered = stack_geometry(groups[series_id], folder)
     array = read_pixels(ordered)
     image = geometry.image_from_array(array)
@@ -122,16 +157,36 @@ def _groups(folder: Path) -> tuple[dict[str, list[SliceHeader]], Scan]:
     if scan.files_seen == 0:
         raise ReadError("the folder is empty; expected a DICOM series", folder)
     if not scan.slices:
-        if scan.dicom_files:
-            raise ReadError(f"{scan.dicom_files} DICOM file(s) but no image slices (e.g. "
-                            f"{scan.non_image[0].name} has no ImagePositionPatient/Orientation: a report, "
-                            "segmentation, secondary capture, or an enhanced multi-frame image, which is not "
-                            "supported)", folder)
-        raise ReadError(f"no DICOM files among its {scan.files_seen} file(s); expected a DICOM series", folder)
+        _no_slices(scan, folder)
     groups: dict[str, list[SliceHeader]] = defaultdict(list)
     for header in scan.slices:
         groups[_series_id(header)].append(header)
     return dict(groups), scan
+
+
+def _no_slices(scan: Scan, folder: Path) -> None:
+    unreadable, others = scan.of_kind(UNREADABLE), scan.of_kind(NOT_A_SLICE, DICOMDIR)
+    if unreadable:
+        first = unreadable[0]
+        raise ReadError(f"no readable DICOM image slice: {len(unreadable)} DICOM file(s) cannot be read (first: "
+                        f"{first.path}: {first.reason}); {skipped_summary(scan.skipped)}", folder)
+    if others:
+        first = others[0]
+        raise ReadError(f"{len(others)} DICOM file(s) but no image slices (e.g. {first.path.name}: "
+                        f"{first.reason})", folder)
+    raise ReadError(f"no DICOM files among its {scan.files_seen} file(s); expected a DICOM series", folder)
+
+
+def _refuse_unreadable(scan: Scan, slices: Sequence[SliceHeader], folder: Path) -> None:
+    """Raise for the first unreadable file of this series: its SeriesInstanceUID (read before the damage)
+    is this series', or it is unknown and the file lies in a folder that holds slices of this series. (A
+    damaged file elsewhere whose series is unknown is not blamed; should it be a slice of this series
+    after all, the spacing check finds the gap unless it was the first or last slice.)"""
+    series_uid, folders = slices[0].series_uid, {s.path.parent for s in slices}
+    for skipped in scan.of_kind(UNREADABLE):
+        ours = skipped.series_uid == series_uid if skipped.series_uid else skipped.path.parent in folders
+        if ours:
+            raise ReadError(skipped.reason, skipped.path)
 
 
 def _series_id(header: SliceHeader) -> str:

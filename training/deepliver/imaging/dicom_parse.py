@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["parse_header", "ParsedHeader", "TruncatedHeader", "PIXEL_DATA"]
+__all__ = ["parse_header", "media_storage_class", "ParsedHeader", "TruncatedHeader", "PIXEL_DATA",
+           "MEDIA_STORAGE_SOP_CLASS"]
 
 PIXEL_DATA = 0x7FE00010
+MEDIA_STORAGE_SOP_CLASS = 0x00020002
+_TRANSFER_SYNTAX = 0x00020010
+_META_WANTED = frozenset({MEDIA_STORAGE_SOP_CLASS, _TRANSFER_SYNTAX})
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 _EXPLICIT_LE, _IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -28,7 +32,12 @@ class _Short(Exception):
 
 
 class TruncatedHeader(Exception):
-    """The whole file was given and it ends inside an element: the file is truncated."""
+    """The whole file was given and it ends inside an element: the file is truncated. ``partial`` holds
+    the wanted values read before the end (e.g. the SeriesInstanceUID, to tell which series is hit)."""
+
+    def __init__(self, message: str, partial: dict[int, bytes]):
+        super().__init__(message)
+        self.partial = partial
 
 
 class ParsedHeader:
@@ -42,6 +51,23 @@ class ParsedHeader:
         self.implicit_vr, self.pixel_offset = implicit_vr, pixel_offset
 
 
+def _uid(raw: bytes | None) -> str:
+    return (raw or b"").decode("ascii", "replace").strip("\x00 ")
+
+
+def media_storage_class(buf: bytes) -> str:
+    """The MediaStorageSOPClassUID of a Part 10 file's meta group (always explicit VR little endian,
+    whatever the dataset's transfer syntax), or "" when absent or unreadable."""
+    if len(buf) < 132 or buf[128:132] != b"DICM":
+        return ""
+    meta: dict[int, bytes] = {}
+    try:
+        _walk(buf, 132, implicit=False, wanted=_META_WANTED, meta_only=True, values=meta)
+    except (_Short, struct.error, ValueError, IndexError):
+        pass  # keep what was read before the damage
+    return _uid(meta.get(MEDIA_STORAGE_SOP_CLASS))
+
+
 def parse_header(buf: bytes, wanted: frozenset[int], complete: bool) -> ParsedHeader | None:
     """Walk ``buf`` (the start of a Part 10 file, preamble included) up to Pixel Data.
 
@@ -51,16 +77,18 @@ def parse_header(buf: bytes, wanted: frozenset[int], complete: bool) -> ParsedHe
     """
     if len(buf) < 132 or buf[128:132] != b"DICM":
         return None
+    meta: dict[int, bytes] = {}
+    values: dict[int, bytes] = {}
     try:
-        meta, pos = _walk(buf, 132, implicit=False, wanted=frozenset({0x00020010}), meta_only=True)
-        syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip("\x00 ")
+        pos = _walk(buf, 132, implicit=False, wanted=_META_WANTED, meta_only=True, values=meta)
+        syntax = _uid(meta.get(_TRANSFER_SYNTAX))
         if syntax in _BIG_OR_DEFLATE:
             return None
         implicit = syntax == _IMPLICIT_LE
-        values, end = _walk(buf, pos, implicit=implicit, wanted=wanted, meta_only=False)
+        end = _walk(buf, pos, implicit=implicit, wanted=wanted, meta_only=False, values=values)
     except _Short:
         if complete:
-            raise TruncatedHeader(f"the file ends inside its header ({len(buf)} bytes)") from None
+            raise TruncatedHeader(f"the file ends inside its header ({len(buf)} bytes)", values) from None
         return None
     except (struct.error, ValueError, IndexError):
         return None
@@ -88,18 +116,18 @@ def _element(buf: bytes, pos: int, implicit: bool) -> tuple[int, int, int, bytes
     return tag, pos + 8, _U16.unpack_from(buf, pos + 6)[0], vr
 
 
-def _walk(buf: bytes, pos: int, implicit: bool, wanted: frozenset[int],
-          meta_only: bool) -> tuple[dict[int, bytes], int]:
-    """Collect wanted top-level values from ``pos``; stop at Pixel Data (or after group 0002 when
-    ``meta_only``). Returns the values and the stop offset (``len(buf)`` at the end of the data)."""
-    values: dict[int, bytes] = {}
+def _walk(buf: bytes, pos: int, implicit: bool, wanted: frozenset[int], meta_only: bool,
+          values: dict[int, bytes]) -> int:
+    """Collect wanted top-level values from ``pos`` into ``values`` (filled as the walk goes, so that a
+    caller catching an error keeps what came before it); stop at Pixel Data (or after group 0002 when
+    ``meta_only``). Returns the stop offset (``len(buf)`` at the end of the data)."""
     end = len(buf)
     while pos < end:
         if meta_only and (pos + 2 > end or _U16.unpack_from(buf, pos)[0] != 0x0002):
-            return values, pos
+            return pos
         tag, start, length, _ = _element(buf, pos, implicit)
         if tag == PIXEL_DATA:
-            return values, pos
+            return pos
         if length == 0xFFFFFFFF:
             pos = _skip_undefined(buf, start, implicit)
             continue
@@ -108,7 +136,7 @@ def _walk(buf: bytes, pos: int, implicit: bool, wanted: frozenset[int],
         if tag in wanted:
             values[tag] = buf[start:start + length]
         pos = start + length
-    return values, end
+    return end
 
 
 def _skip_undefined(buf: bytes, pos: int, implicit: bool) -> int:
