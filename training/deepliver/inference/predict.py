@@ -22,6 +22,7 @@ from deepliver.errors import ConfigError, GeometryError
 from deepliver.imaging.geometry import Geometry
 from deepliver.imaging.resample import resample_to_geometry, spacing_geometry
 from deepliver.inference.predictor import OnnxPredictor, Predictor, TorchPredictor, resolve_device
+from deepliver.inference.runtime import check_onnx_input, onnx_file
 from deepliver.inference.sliding import predict_slices, predict_windows
 from deepliver.models.bundle import (ONNX_FILE, BundleError, Intensity, ModelConfig, load_state_dict,
                                      read_bundle_config)
@@ -46,19 +47,18 @@ class LoadedModel:
     path: Optional[Path] = None
 
 
-def load_model(bundle_dir: str | os.PathLike, device: str = "cpu", runtime: str = "torch") -> LoadedModel:
+def load_model(bundle_dir: str | os.PathLike, device: str = "cpu", runtime: str = "torch",
+               threads: int = 0) -> LoadedModel:
     """Load a bundle: rebuild the network from ``model.json`` and its weights (no unpickling).
 
     ``runtime`` ``"torch"`` or ``"onnx"`` (``model.onnx`` in the bundle, run by onnxruntime; no torch
-    needed). ``device`` ``auto``, ``cpu`` or ``cuda``. Raises ``BundleError`` / ``ConfigError`` (one line).
+    needed). ``device`` ``auto``, ``cpu`` or ``cuda``. ``threads``: onnxruntime's intra-op threads (0: its
+    default). Raises ``BundleError`` / ``ConfigError`` (one line).
     """
     path = Path(bundle_dir)
     config = read_bundle_config(path)
     if runtime == "onnx":
-        onnx = path / config.runtimes.get("onnx", {}).get("file", ONNX_FILE)
-        if not onnx.is_file():
-            raise BundleError(f"{onnx.name} is missing: export it first (deepliver bundle export-onnx {path})", path)
-        return LoadedModel(config, OnnxPredictor(onnx, device=device), path)
+        return _load_onnx(path, config, device, threads)
     if runtime != "torch":
         raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
     from deepliver.models.registry import build_model
@@ -71,6 +71,28 @@ def load_model(bundle_dir: str | os.PathLike, device: str = "cpu", runtime: str 
         raise BundleError(f"weights do not fit the network described in model.json ({str(e).splitlines()[0]})",
                           path) from e
     return LoadedModel(config, TorchPredictor(module.to(device).eval(), device), path)
+
+
+def _load_onnx(path: Path, config: ModelConfig, device: str, threads: int) -> LoadedModel:
+    """The onnxruntime ``LoadedModel`` of a bundle, its ``model.onnx`` checked against ``model.json``."""
+    record = config.runtimes.get("onnx") or {}
+    if record.get("supported") is False:
+        raise BundleError(f"this {config.architecture} bundle has no ONNX export ({record.get('reason')}); "
+                          "run it with --runtime torch (or auto)", path)
+    onnx = onnx_file(path, config)
+    if onnx is None:
+        failed = f" (the export after training failed: {record['error']})" if record.get("error") else ""
+        raise BundleError(f"{ONNX_FILE} is missing{failed}: export it with `deepliver bundle export-onnx "
+                          f"{path}` (needs torch), or run with --runtime torch", path)
+    try:
+        predictor = OnnxPredictor(onnx, device=device, threads=threads)
+    except ConfigError:
+        raise
+    except Exception as e:  # onnxruntime's own errors: a corrupt or foreign file
+        raise BundleError(f"onnxruntime cannot load it ({type(e).__name__}: {str(e).splitlines()[0]}); re-export "
+                          f"it: deepliver bundle export-onnx {path}", onnx) from e
+    check_onnx_input(predictor.session.get_inputs()[0].shape, config, onnx)
+    return LoadedModel(config, predictor, path)
 
 
 def model_from_module(module, config: ModelConfig, device: str = "cpu", amp: bool = False) -> LoadedModel:

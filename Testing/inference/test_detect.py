@@ -1,0 +1,120 @@
+"""Detector tumor stage: rasterization of boxes, clipping to the liver, orientation, the predict_volume entry.
+
+Expected masks are computed independently: pixel-centre tests on a meshgrid for rasterization, and
+SimpleITK's DICOMOrient + nearest-neighbour resampling (physical space) for orientation.
+"""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from deepliver.dataset.boxes import Box, scale_box
+from deepliver.dataset.slices import canonical_orientation
+from deepliver.inference.detect import boxes_to_mask, detect_volume, rasterize_boxes
+from deepliver.inference.predict import load_model, predict_volume
+from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
+from deepliver.models.fasterrcnn import build_fasterrcnn
+
+
+def centre_mask(boxes, shape, scale):
+    """Independent rasterization: pixel (z, y, x) is in when its centre, in network-slice units, is inside."""
+    depth, height, width = shape
+    yy, xx = np.meshgrid((np.arange(height) + 0.5) * scale[1], (np.arange(width) + 0.5) * scale[0], indexing="ij")
+    out = np.zeros(shape, np.uint8)
+    for z, rows in boxes.items():
+        for x1, y1, x2, y2 in rows:
+            out[z][(xx >= x1) & (xx <= x2) & (yy >= y1) & (yy <= y2)] = 1
+    return out
+
+
+def test_rasterize_matches_pixel_centres():
+    rng = np.random.default_rng(3)
+    shape = (4, 30, 40)
+    for scale in [(1.0, 1.0), (64 / 40, 64 / 30), (0.5, 0.75)]:
+        boxes = {}
+        for z in range(shape[0]):
+            xy = rng.uniform(-5, 70, size=(3, 4))
+            boxes[z] = np.stack([np.minimum(xy[:, 0], xy[:, 2]), np.minimum(xy[:, 1], xy[:, 3]),
+                                 np.maximum(xy[:, 0], xy[:, 2]), np.maximum(xy[:, 1], xy[:, 3])], axis=1)
+        got = rasterize_boxes(boxes, shape, scale)
+        np.testing.assert_array_equal(got, centre_mask(boxes, shape, scale))
+        assert got.any()
+
+
+def test_convert_box_round_trips_to_its_pixels():
+    """A ground-truth box written by convert on a resized slice comes back as exactly its pixels."""
+    height, width, size = 30, 40, 64
+    truth = np.zeros((1, height, width), np.uint8)
+    truth[0, 7:19, 11:26] = 1                       # inclusive x 11..25, y 7..18
+    box = scale_box(Box(11, 7, 25, 18, 180), size / width, size / height, size, size)
+    edges = np.array([[box.x_min, box.y_min, box.x_max + 1, box.y_max + 1]], float)   # COCO -> [x1, y1, x2, y2]
+    got = rasterize_boxes({0: edges}, truth.shape, (size / width, size / height))
+    np.testing.assert_array_equal(got, truth)
+
+
+def reoriented(image, direction):
+    """The same physical image on a grid whose index axes follow ``direction`` (a signed permutation)."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    size_in, spacing_in = np.array(image.GetSize()), np.array(image.GetSpacing())
+    lo = np.array(image.GetOrigin())
+    hi = lo + (size_in - 1) * spacing_in
+    size, spacing, origin = [0] * 3, [0.0] * 3, lo.copy()
+    for i in range(3):
+        p = int(np.argmax(np.abs(d[:, i])))
+        size[i], spacing[i] = int(size_in[p]), float(spacing_in[p])
+        origin[p] = hi[p] if d[p, i] < 0 else lo[p]
+    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor, origin.tolist(), spacing,
+                         d.ravel().tolist(), 0, image.GetPixelID())
+
+
+@pytest.mark.parametrize("direction", [(-1, 0, 0, 0, -1, 0, 0, 0, 1),   # RAS-like flips of x and y
+                                       (0, 0, 1, 1, 0, 0, 0, -1, 0)])   # permuted axes, z flipped
+def test_boxes_land_on_the_right_voxels_of_a_reoriented_image(direction):
+    base = sitk.GetImageFromArray(np.zeros((8, 20, 24), np.int16))
+    base.SetSpacing((0.8, 0.9, 2.0))
+    image = reoriented(base, direction)
+    orientation = canonical_orientation(image)
+    canon_image = sitk.DICOMOrient(image, "LPS")
+    canon_shape = sitk.GetArrayFromImage(canon_image).shape
+    size = 32
+    boxes = {2: np.array([[3.0, 5.0, 17.5, 12.0]]), 5: np.array([[0.0, 0.0, 8.0, 30.0]])}
+    got = boxes_to_mask(boxes, orientation, canon_shape, size)
+
+    depth, height, width = canon_shape
+    expected_canon = centre_mask(boxes, canon_shape, (size / width, size / height))
+    canon_mask = sitk.GetImageFromArray(expected_canon)
+    canon_mask.CopyInformation(canon_image)
+    expected = sitk.GetArrayFromImage(sitk.Resample(canon_mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    assert expected.sum() > 0
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture(scope="module")
+def detector_bundle(tmp_path_factory):
+    """A randomly initialised mobilenet Faster R-CNN bundle that keeps every box (score threshold 0)."""
+    torch.manual_seed(0)
+    args = {"variant": "mobilenet_v3_large_fpn", "image_size": 64, "box_score_thresh": 0.0}
+    config = ModelConfig(architecture="fasterrcnn", task="tumor", spatial_dims=2, arch_args=args,
+                         labels={"background": 0, "tumor": 1}, patch_size=(64, 64),
+                         intensity=Intensity(window=(-100.0, 400.0)),
+                         inference={"score_threshold": 0.0, "batch_size": 4})
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", config, build_fasterrcnn(args).state_dict())
+
+
+def test_detect_volume_is_clipped_to_the_liver_and_dispatched(detector_bundle):
+    rng = np.random.default_rng(0)
+    hu = rng.normal(60, 40, (6, 48, 40)).astype(np.float32)
+    image = reoriented(sitk.GetImageFromArray(hu), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    liver = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    liver[2:4, 10:30, 8:25] = 1
+    model = load_model(detector_bundle)
+    got = detect_volume(image, model, roi_mask=liver)
+    assert got.dtype == np.uint8 and got.shape == liver.shape
+    assert got.any() and not (got & (liver == 0)).any()
+    np.testing.assert_array_equal(predict_volume(image, model, roi_mask=liver, stage="tumor"), got)
+    model.config.inference["rasterize"] = "box"            # unclipped boxes spill outside the liver
+    unclipped = detect_volume(image, model, roi_mask=liver)
+    assert (unclipped & (liver == 0)).any()
+    np.testing.assert_array_equal(unclipped & liver, got)
+    assert not detect_volume(image, model, roi_mask=np.zeros_like(liver)).any()
