@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from deepliver.atomic import atomic_path, write_json_atomic
+from deepliver.atomic import atomic_path, write_files_atomic, write_json_atomic
 from deepliver.progress import Reporter, track
 
 
@@ -41,3 +41,19 @@ def test_atomic_files_get_the_umask_mode(tmp_path):
     os.umask(mask)
     write_json_atomic(tmp_path / "m.json", {})
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_write_files_atomic_writes_each_file_and_cleans_up_on_failure(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "old.txt").write_bytes(b"old")
+    write_files_atomic([(tmp_path / "a" / "deep" / "x.png", b"png"), (tmp_path / "b" / "old.txt", b"new")])
+    assert (tmp_path / "a" / "deep" / "x.png").read_bytes() == b"png"
+    assert (tmp_path / "b" / "old.txt").read_bytes() == b"new"
+    assert (tmp_path / "a" / "deep" / "x.png").stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(TypeError):  # the second item cannot be written: the first stays, the target keeps its bytes
+        write_files_atomic([(tmp_path / "b" / "c.txt", b"c"), (tmp_path / "b" / "old.txt", "not bytes")])
+    assert (tmp_path / "b" / "c.txt").read_bytes() == b"c" and (tmp_path / "b" / "old.txt").read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["c.txt", "old.txt"]

@@ -323,3 +323,37 @@ def test_phantom_flipped_on_every_axis_gives_the_same_boxes_and_image(tmp_path):
     for z in a:  # the images differ only by noise (drawn in array order): far closer than a raw flip would be
         pa, pb = (np.asarray(Image.open(io.BytesIO(v[z]["png"])), dtype=float) for v in (a, b))
         assert np.abs(pa - pb).mean() < 0.3 * np.abs(pa - pb[::-1, ::-1]).mean()
+
+
+def test_dataset_problems_are_those_of_deepliver_check_and_nothing_is_written(cv_cases, tmp_path):
+    from deepliver.dataset.check import check_dataset
+    from deepliver.errors import ProblemsError
+    dataset, ids = cv_write_dataset(tmp_path / "ds", {c: cv_cases[c] for c in ("c00", "c01", "nolive")})
+    label_path = dataset / "labelsTr" / f"{ids['c01']}.nii.gz"
+    lab = sitk.ReadImage(str(label_path))
+    lab[1, 1, 1] = 2
+    sitk.WriteImage(lab, str(label_path), True)          # the file no longer matches its manifest's sha256
+    (dataset / "imagesTr" / "notes.txt").write_text("x")  # a stray file
+    expected = check_dataset(dataset)
+    assert any("empty liver" in p for p in expected)      # the case without liver is skipped, not a problem
+    expected = [p for p in expected if "empty liver" not in p]
+    assert len(expected) == 2 and "checksum mismatch" in expected[1] and "notes.txt" in expected[0]
+    for workers in (1, 2):
+        with pytest.raises(ProblemsError) as caught:
+            convert_dataset(dataset, tmp_path / "out", ConvertOptions(workers=workers))
+        assert caught.value.problems == expected and not (tmp_path / "out").exists()
+
+
+def test_float_image_takes_the_full_read_and_gives_the_window_formula(cv_cases, tmp_path):
+    image, label = cv_cases["c02"]
+    image = sitk.Cast(image, sitk.sitkFloat32) + 0.25
+    dataset, ids = cv_write_dataset(tmp_path / "ds", {"f": (image, label)})
+    assert sitk.ReadImage(str(dataset / "imagesTr" / f"{ids['f']}.nii.gz")).GetPixelID() == sitk.sitkFloat32
+    convert_dataset(dataset, tmp_path / "out", ConvertOptions(split=(100, 0, 0)))
+    hu = sitk.GetArrayFromImage(image).astype(float)
+    pngs = sorted((tmp_path / "out" / "images" / "train").glob("*.png"))
+    assert len(pngs) >= len(reference_boxes(label))
+    for png in pngs:
+        z = int(png.stem.rsplit("_", 1)[1])
+        window = np.floor((np.clip(hu[z], -100, 400) + 100) * 255 / 500 + 0.5)
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), window)

@@ -125,6 +125,30 @@ def test_png_round_trip_is_exact_and_deterministic():
                                   pixels[::-1, ::2])
 
 
+def test_png_chunks_crcs_and_header_read_independently():
+    import struct
+    import zlib
+    pixels = np.random.default_rng(4).integers(0, 256, (21, 34), dtype=np.uint8)
+    data = encode_png(pixels)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        body, (crc,) = data[at + 8:at + 8 + length], struct.unpack(">I", data[at + 8 + length:at + 12 + length])
+        assert crc == zlib.crc32(kind + body)
+        chunks.append((kind, body))
+        at += 12 + length
+    assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (34, 21, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
+    rows = np.frombuffer(zlib.decompress(chunks[1][1]), np.uint8).reshape(21, 35)
+    assert (rows[:, 0] == 0).all()  # filter type None on every row
+    np.testing.assert_array_equal(rows[:, 1:], pixels)
+    Image.open(io.BytesIO(data)).verify()  # PIL's own chunk and CRC checks
+    for bad in (pixels.astype(np.int16), pixels[None], pixels[:0]):
+        with pytest.raises(ValueError, match="2D uint8 slice"):
+            encode_png(bad)
+
+
 def test_resize_slice():
     pixels = np.full((20, 30), 77, dtype=np.uint8)
     assert resize_slice(pixels, 16).shape == (16, 16)

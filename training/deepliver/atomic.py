@@ -6,13 +6,14 @@ A reader never sees a half-written file, and a failure leaves the previous file 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_bytes_atomic"]
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_bytes_atomic", "write_files_atomic"]
 
 
 def _suffix(path: Path) -> str:
@@ -63,3 +64,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON (keys in insertion order, trailing newline) atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+_SERIAL = itertools.count()
+
+
+def write_files_atomic(files: Iterable[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write each ``(path, data)`` atomically, file by file, like ``write_bytes_atomic`` but with fewer
+    system calls (for many small files): the temporary file beside ``path`` is named from the process id
+    and a counter and opened exclusively with the final permissions (no mkstemp, no chmod), and folders
+    are made only when missing. On an exception the current temporary file is removed and the files
+    already written stay."""
+    prefix = f"{os.getpid()}.{next(_SERIAL)}"
+    for index, (path, data) in enumerate(files):
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{prefix}.{index}.tmp{_suffix(path)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -13,6 +13,7 @@ import json
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,33 +27,35 @@ from deepliver.errors import InputError, LabelError, ProblemsError
 from deepliver.imaging.geometry import Geometry, geometry_differences
 from deepliver.labels import LIVER, check_label_values
 
-__all__ = ["check_dataset", "check_dataset_or_raise"]
+__all__ = ["check_dataset", "check_dataset_or_raise", "CaseCheck", "check_case", "complete_cases",
+           "cross_case_problems"]
 
 _FLOAT_TYPES = (sitk.sitkFloat32, sitk.sitkFloat64)
+
+
+@dataclass
+class CaseCheck:
+    """One case's findings: ``problems`` (one line each), its parsed ``manifest`` (None when unreadable) and
+    its ``label`` image as read for the check (None when unreadable), so a caller need not read it again."""
+
+    problems: list[str]
+    manifest: Optional[dict[str, Any]]
+    label: Optional[sitk.Image] = None
 
 
 def check_dataset(dataset: str | os.PathLike, *, workers: int = 2) -> list[str]:
     """Every problem of the dataset folder ``dataset``, one line each naming the file (empty: all good).
 
     ``workers`` threads read cases side by side. Raises ``InputError`` only when ``dataset`` is not a
-    folder.
+    folder. The same as ``complete_cases``, then ``check_case`` on each case, then ``cross_case_problems``
+    (callers with their own process pool compose these three).
     """
-    layout = DatasetLayout(Path(dataset))
-    if not layout.root.is_dir():
-        raise InputError("no such dataset folder", layout.root)
-    problems: list[str] = []
-    cases = _case_files(layout, problems)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        checked = list(pool.map(lambda c: _check_case(layout, c), cases))
-    manifests = {}
-    for case_id, (case_problems, manifest) in zip(cases, checked):
-        problems.extend(case_problems)
-        manifests[case_id] = manifest
-    problems.extend(_duplicate_series(manifests))
-    if cases and not (layout.root / KEY_FILE).is_file():
-        problems.append(f"{layout.root / KEY_FILE}: missing: new exports can no longer update these cases "
-                        "(restore the key file from its backup)")
-    problems.extend(_check_index(layout, cases))
+    cases, problems = complete_cases(dataset)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # labels are dropped as soon as checked
+        checked = list(pool.map(lambda c: _without_label(check_case(dataset, c)), cases))
+    for result in checked:
+        problems.extend(result.problems)
+    problems.extend(cross_case_problems(dataset, {c: r.manifest for c, r in zip(cases, checked)}))
     return problems
 
 
@@ -63,6 +66,33 @@ def check_dataset_or_raise(dataset: str | os.PathLike, *, workers: int = 2) -> l
     if problems:
         raise ProblemsError("dataset check failed", problems, dataset)
     return DatasetLayout(Path(dataset)).manifest_ids()
+
+
+def complete_cases(dataset: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(ids, problems)``: the sorted ids of the cases with image, label and manifest, and the problems of
+    the folder listing (missing and stray files). ``InputError`` when ``dataset`` is not a folder."""
+    layout = DatasetLayout(Path(dataset))
+    if not layout.root.is_dir():
+        raise InputError("no such dataset folder", layout.root)
+    problems: list[str] = []
+    return _case_files(layout, problems), problems
+
+
+def cross_case_problems(dataset: str | os.PathLike, manifests: dict[str, Optional[dict[str, Any]]]) -> list[str]:
+    """Problems across the cases ``manifests`` (``{case id: manifest}`` of ``complete_cases``' ids, in
+    order): two cases from one series, a missing key file, a ``dataset.json`` out of sync."""
+    layout = DatasetLayout(Path(dataset))
+    problems = _duplicate_series(manifests)
+    if manifests and not (layout.root / KEY_FILE).is_file():
+        problems.append(f"{layout.root / KEY_FILE}: missing: new exports can no longer update these cases "
+                        "(restore the key file from its backup)")
+    problems.extend(_check_index(layout, list(manifests)))
+    return problems
+
+
+def _without_label(result: CaseCheck) -> CaseCheck:
+    result.label = None
+    return result
 
 
 # --- files --------------------------------------------------------------------------------------------
@@ -106,7 +136,10 @@ def _case_files(layout: DatasetLayout, problems: list[str]) -> list[str]:
 
 
 # --- one case -----------------------------------------------------------------------------------------
-def _check_case(layout: DatasetLayout, case_id: str) -> tuple[list[str], Optional[dict[str, Any]]]:
+def check_case(dataset: str | os.PathLike, case_id: str) -> CaseCheck:
+    """The problems of one complete case (manifest, checksums, image header, full label), with its manifest
+    and label image (see ``CaseCheck``)."""
+    layout = DatasetLayout(Path(dataset))
     problems: list[str] = []
     manifest = _load_manifest(layout.manifest(case_id), case_id, problems)
     image_path, label_path = layout.image(case_id), layout.label(case_id)
@@ -123,7 +156,7 @@ def _check_case(layout: DatasetLayout, case_id: str) -> tuple[list[str], Optiona
         _check_image(image, image_path, manifest, problems)
     if label is not None:
         _check_label(label, label_path, image, problems)
-    return problems, manifest
+    return CaseCheck(problems, manifest, label)
 
 
 def _load_manifest(path: Path, case_id: str, problems: list[str]) -> Optional[dict[str, Any]]:

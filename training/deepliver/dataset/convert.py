@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from deepliver.atomic import write_json_atomic, write_text_atomic
-from deepliver.dataset.check import check_dataset
-from deepliver.dataset.convert_case import convert_case, record_path, slice_entries
+from deepliver.dataset.check import complete_cases, cross_case_problems
+from deepliver.dataset.convert_case import (blocking_problems, check_and_plan, record_path, slice_entries,
+                                            write_case)
 from deepliver.dataset.detection_formats import FORMATS, coco_json, data_yaml, parse_formats
 from deepliver.dataset.layout import DatasetLayout
-from deepliver.dataset.manifest import read_manifest
 from deepliver.dataset.slices import Window
 from deepliver.dataset.splits import SPLIT_NAMES, Splits, parse_ratios, split_cases
 from deepliver.errors import ConfigError, InputError, ProblemsError
@@ -40,7 +40,6 @@ from deepliver.progress import ProgressCallback
 __all__ = ["TASKS", "ConvertOptions", "ConvertResult", "convert_dataset", "dataset_cases"]
 
 TASKS = ("tumor", "liver")
-_EMPTY_LIVER = ": empty liver:"  # check_dataset's wording; convert skips such a case instead of failing
 _NO_LIVER = "no liver voxels in its label"
 _MANAGED = ("images", "labels", "annotations", ".convert", "data.yaml", "splits.json",
             *(f"coco_{s}.json" for s in SPLIT_NAMES))
@@ -128,62 +127,64 @@ def convert_dataset(dataset: str | os.PathLike, out: str | os.PathLike, options:
     Raises ``ProblemsError`` (every dataset problem, the checks of ``deepliver check``) or ``InputError``
     (``out`` holds another dataset's outputs and ``overwrite`` is off) before writing anything.
     A case without liver voxels is skipped and listed in ``ConvertResult.skipped``.
+    With ``workers > 1`` one pool of processes does both the per-case checks (each case's label is read
+    once, for its check and its boxes) and the conversion.
     """
     dataset, out = Path(dataset), Path(out)
-    problems = [p for p in check_dataset(dataset, workers=max(2, options.workers)) if _EMPTY_LIVER not in p]
-    if problems:
-        raise ProblemsError(f"missing or inconsistent dataset (run 'deepliver check {dataset}'): "
-                            f"{'; '.join(problems)}", problems, dataset)
-    cases = dataset_cases(dataset)
-    manifests = {case: _manifest_facts(dataset, case) for case, _, _ in cases}
-    identity = {"dataset": str(dataset.resolve()),
-                "name": json.loads((dataset / "dataset.json").read_text(encoding="utf-8")).get("name")}
-    _prepare_out(out, identity, options.overwrite)
+    cases, problems = complete_cases(dataset)
     settings = options.settings()
-    result = ConvertResult(out)
-    result.skipped = {case: _NO_LIVER for case, facts in manifests.items() if not facts["liver"]}
-    splits = split_cases([case for case in manifests if case not in result.skipped], options.split, options.seed)
-
-    records, jobs = _reuse_or_schedule(out, cases, manifests, splits, settings, result)
-    for record in _run(convert_case, jobs, options.workers, "convert", progress):
-        if record["liver"]:
+    with _Workers(min(options.workers, len(cases))) as run:
+        checked = run(check_and_plan, [(str(dataset), case, settings, _read_record(out, case)) for case in cases],
+                      "check", progress)
+        problems += [p for c in checked for p in c["problems"]]
+        problems = blocking_problems(problems + cross_case_problems(
+            dataset, {case: c["manifest"] for case, c in zip(cases, checked)}))
+        if problems:
+            raise ProblemsError(f"missing or inconsistent dataset (run 'deepliver check {dataset}'): "
+                                f"{'; '.join(problems)}", problems, dataset)
+        identity = {"dataset": str(dataset.resolve()),
+                    "name": json.loads((dataset / "dataset.json").read_text(encoding="utf-8")).get("name")}
+        _prepare_out(out, identity, options.overwrite)
+        result = ConvertResult(out)
+        plans = {case: c["plan"] for case, c in zip(cases, checked)}
+        result.skipped = {case: _NO_LIVER for case, c in zip(cases, checked) if not _has_liver(c["manifest"])}
+        splits = split_cases([case for case in cases if case not in result.skipped], options.split, options.seed)
+        records, jobs = _reuse_or_schedule(out, DatasetLayout(dataset), plans, splits, settings, result)
+        for record in run(write_case, jobs, "convert", progress):
             records[record["case"]] = record
             result.converted.append(record["case"])
-        else:  # the manifest said otherwise; the case keeps its split but has no slices
-            result.skipped[record["case"]] = _NO_LIVER
     _drop_stale_records(out, set(records))
     _finish(out, records, splits, options, result)
     return result
 
 
-def _reuse_or_schedule(out: Path, cases: list, manifests: dict, splits: Splits, settings: dict,
+def _reuse_or_schedule(out: Path, layout: DatasetLayout, plans: dict[str, dict], splits: Splits, settings: dict,
                        result: ConvertResult) -> tuple[dict[str, dict], list[tuple]]:
     """Records of the cases whose outputs are up to date (listed in ``result.reused``), and the
-    ``convert_case`` jobs of the others (their previous files removed first)."""
+    ``write_case`` jobs of the others (their previous files removed first). A case whose label turns out to
+    have no liver voxel (its manifest said otherwise) is added to ``result.skipped``."""
     records, jobs = {}, []
-    for case, image, label in cases:
+    for case, plan in plans.items():
         if case in result.skipped:
             continue
+        if not plan["liver"]:
+            result.skipped[case] = _NO_LIVER
+            continue
         old, split = _read_record(out, case), splits.of(case)
-        if old and _up_to_date(out, old, manifests[case]["checksums"], settings, split):
+        if old and _up_to_date(out, old, plan, settings, split):
             records[case] = old
             result.reused.append(case)
         else:
             _remove_files(out, old)
-            jobs.append((str(out), case, str(image), str(label), manifests[case]["checksums"], split, settings,
-                         old))
+            jobs.append((str(out), str(layout.image(case)), plan, split, settings))
     return records, jobs
 
 
-def _manifest_facts(dataset: Path, case: str) -> dict[str, Any]:
-    """The checksums in the case's manifest (``check_dataset`` verified them against the files) and whether
-    its label has liver or tumor voxels (assumed when the manifest does not say)."""
-    manifest = read_manifest(dataset, case)
+def _has_liver(manifest: dict[str, Any]) -> bool:
+    """Whether the manifest counts liver or tumor voxels in the label (assumed when it does not say)."""
     labels = manifest.get("labels") or {}
     voxels = [(labels.get(name) or {}).get("voxels") for name in (LIVER.name, TUMOR.name)]
-    liver = any(v is None for v in voxels) or sum(voxels) > 0
-    return {"checksums": {"image_sha256": manifest["image"]["sha256"], "label_sha256": manifest["label"]["sha256"]},
-            "liver": liver}
+    return any(v is None for v in voxels) or sum(voxels) > 0
 
 
 def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
@@ -217,28 +218,37 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> None:
     write_json_atomic(source, identity)
 
 
-def _run(function: Callable, jobs: list[tuple], workers: int, stage: str,
-         progress: Optional[ProgressCallback]) -> list:
-    """``function(*job)`` for each job, in job order; in worker processes when ``workers > 1``."""
-    if progress:
-        progress(stage, 0, len(jobs))
-    if workers == 1 or len(jobs) < 2:
-        results = []
-        for job in jobs:
-            results.append(function(*job))
-            if progress:
-                progress(stage, len(results), len(jobs))
-        return results
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = [pool.submit(function, *job) for job in jobs]
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
+class _Workers:
+    """``run(function, jobs, stage, progress)``: ``[function(*job) for job in jobs]`` in job order, in a pool
+    of ``workers`` processes (started once, shared by every call) when ``workers > 1``, else in-process."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # after a failure no new case starts
+
+    def __call__(self, function: Callable, jobs: list[tuple], stage: str,
+                 progress: Optional[ProgressCallback]) -> list:
+        progress = progress if jobs else None  # no empty progress bar
+        if progress:
+            progress(stage, 0, len(jobs))
+        if self._pool is None or len(jobs) < 2:
+            results = []
+            for job in jobs:
+                results.append(function(*job))
                 if progress:
-                    progress(stage, done, len(jobs))
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # no new case starts after a failure
-            raise
+                    progress(stage, len(results), len(jobs))
+            return results
+        futures = [self._pool.submit(function, *job) for job in jobs]
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()
+            if progress:
+                progress(stage, done, len(jobs))
         return [f.result() for f in futures]
 
 
@@ -249,8 +259,9 @@ def _read_record(out: Path, case: str) -> Optional[dict]:
         return None
 
 
-def _up_to_date(out: Path, old: dict, checksums: dict, settings: dict, split: str) -> bool:
-    same = all(old.get(k) == v for k, v in checksums.items()) and old.get("settings_key") == settings["key"]
+def _up_to_date(out: Path, old: dict, plan: dict, settings: dict, split: str) -> bool:
+    same = all(old.get(k) == plan[k] for k in ("image_sha256", "label_sha256")) \
+        and old.get("settings_key") == settings["key"]
     return same and old.get("split") == split and all((out / f).is_file() for f in old.get("files", []))
 
 

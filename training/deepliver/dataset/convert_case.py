@@ -1,9 +1,14 @@
-"""One case of ``deepliver convert``: plan its slices from the label, then write them.
+"""One case of ``deepliver convert``, in two steps that run in worker processes (plain picklable values in
+and out: paths, dicts).
 
-``convert_case`` (both steps) runs in a worker process, so it takes and returns plain picklable values
-(paths, dicts).
-The plan needs only the label; writing reads the image. Arrays are canonical ``(z, y, x)`` (see
-``deepliver.dataset.slices``); boxes are inclusive pixel boxes in the written (possibly resized) slice.
+1. ``check_and_plan``: the dataset check of the case (``deepliver.dataset.check.check_case``) and, when it
+   passes, the slices to write and their boxes, from the label the check has just read (read once).
+2. ``write_case``: reads the image, only from its first to its last planned slice (SimpleITK streams a
+   ``.nii.gz`` region, so the voxels past the last planned slice are never decompressed), windows and
+   encodes the planned slices and writes them with their YOLO / VOC files.
+
+Arrays are canonical ``(z, y, x)`` (see ``deepliver.dataset.slices``); boxes are inclusive pixel boxes in
+the written (possibly resized) slice.
 """
 
 from __future__ import annotations
@@ -16,20 +21,47 @@ from typing import Any, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from deepliver.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from deepliver.atomic import write_files_atomic, write_json_atomic
 from deepliver.dataset.boxes import scale_box, volume_boxes
+from deepliver.dataset.check import check_case
 from deepliver.dataset.detection_formats import SliceEntry, voc_xml, yolo_text
 from deepliver.dataset.slices import Window, canonical_orientation, encode_png, resize_slice, window_slice
-from deepliver.errors import GeometryError, LabelError, ReadError
-from deepliver.imaging.volumes import read_label, read_volume
+from deepliver.errors import GeometryError, ReadError
+from deepliver.imaging.geometry import Geometry
+from deepliver.imaging.volumes import read_volume
 from deepliver.labels import LIVER, TUMOR
 
-__all__ = ["convert_case", "plan_case", "write_case", "choose_negatives", "record_path"]
+__all__ = ["check_and_plan", "plan_case", "write_case", "choose_negatives", "record_path", "slice_entries",
+           "blocking_problems", "manifest_checksums"]
+
+_EMPTY_LIVER = ": empty liver:"  # check_case's wording; convert skips such a case instead of failing
+_INTEGER_PIXELS = (sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
+                   sitk.sitkUInt64, sitk.sitkInt64)
 
 
 def record_path(out: Path, case: str) -> Path:
     """Where the per-case record of a conversion lives: ``OUT/.convert/<case>.json``."""
     return Path(out) / ".convert" / f"{case}.json"
+
+
+def blocking_problems(problems: list[str]) -> list[str]:
+    """The dataset problems that stop a conversion: all but an empty liver (such a case is skipped)."""
+    return [p for p in problems if _EMPTY_LIVER not in p]
+
+
+def manifest_checksums(manifest: dict[str, Any]) -> dict[str, str]:
+    """``{"image_sha256", "label_sha256"}`` recorded in a case manifest."""
+    return {"image_sha256": manifest["image"]["sha256"], "label_sha256": manifest["label"]["sha256"]}
+
+
+def check_and_plan(dataset: str, case: str, settings: dict[str, Any], previous: Optional[dict]) -> dict[str, Any]:
+    """The dataset check of one case and, when nothing blocks the conversion, its plan (``plan_case`` on the
+    label the check read). Returns ``{"problems": [...], "manifest": dict | None, "plan": dict | None}``."""
+    checked = check_case(dataset, case)
+    plan = None
+    if checked.manifest is not None and checked.label is not None and not blocking_problems(checked.problems):
+        plan = plan_case(case, checked.label, manifest_checksums(checked.manifest), settings, previous)
+    return {"problems": checked.problems, "manifest": checked.manifest, "plan": plan}
 
 
 def choose_negatives(candidates_inside: list[int], candidates_outside: list[int], count: int,
@@ -45,14 +77,15 @@ def choose_negatives(candidates_inside: list[int], candidates_outside: list[int]
     return sorted(chosen)
 
 
-def plan_case(case: str, label_path: str, checksums: dict[str, str], settings: dict[str, Any],
+def plan_case(case: str, label: sitk.Image, checksums: dict[str, str], settings: dict[str, Any],
               previous: Optional[dict]) -> dict[str, Any]:
-    """The slices to write and their boxes, from the label alone.
+    """The slices to write and their boxes, from the label alone (an integer label map whose values the
+    dataset check has verified).
 
     ``checksums``: ``{"image_sha256", "label_sha256"}`` of the case's files (from its manifest, verified by
     the dataset check); ``settings``: the output-affecting options (``ConvertOptions.settings()``).
     ``previous`` is the case's record from an earlier run: when its checksums and settings match, its plan
-    is reused without reading the label.
+    is reused (boxes not recomputed).
     Returns ``{"case", "image_sha256", "label_sha256", "settings_key", "liver", "grid" (canonical z, y, x
     shape), "width", "height" (of the written slices), "slices": [{"z", "boxes"}]}``; ``liver`` False means
     the case has no liver voxel and is skipped.
@@ -61,8 +94,7 @@ def plan_case(case: str, label_path: str, checksums: dict[str, str], settings: d
             "settings_key": settings["key"]}
     if previous and all(previous.get(k) == plan[k] for k in ("image_sha256", "label_sha256", "settings_key")):
         return {**plan, **{k: previous[k] for k in ("liver", "grid", "width", "height", "slices")}}
-    label = _read_label_fast(label_path)
-    array = canonical_orientation(label).apply(sitk.GetArrayFromImage(label))
+    array = canonical_orientation(label).apply(sitk.GetArrayViewFromImage(label))  # ``label`` is referenced
     depth, height, width = array.shape
     liver_z = np.flatnonzero((array >= LIVER.value).any(axis=(1, 2)))
     out_w, out_h = (settings["size"], settings["size"]) if settings["size"] else (width, height)
@@ -85,26 +117,6 @@ def plan_case(case: str, label_path: str, checksums: dict[str, str], settings: d
     return plan
 
 
-def _read_label_fast(path: str) -> sitk.Image:
-    """A uint8 label map; values checked by their maximum only (a full check costs ~0.7 s per CT;
-    ``deepliver check`` does it). Other pixel types get ``read_label``'s full check."""
-    label = read_volume(path)
-    if label.GetPixelID() != sitk.sitkUInt8:
-        return read_label(path)
-    top = int(sitk.GetArrayViewFromImage(label).max())
-    if top > TUMOR.value:
-        raise LabelError(f"label value {top} is outside the label table (0 background, 1 liver, 2 tumor)", path)
-    return label
-
-
-def convert_case(out: str, case: str, image_path: str, label_path: str, checksums: dict[str, str], split: str,
-                 settings: dict[str, Any], previous: Optional[dict]) -> dict[str, Any]:
-    """Plan and write one case (see ``plan_case`` and ``write_case``); returns its record, or its plan
-    (``liver`` False, nothing written) when the label has no liver voxel."""
-    plan = plan_case(case, label_path, checksums, settings, previous)
-    return write_case(out, image_path, plan, split, settings) if plan["liver"] else plan
-
-
 def slice_entries(plan: dict[str, Any]) -> list[SliceEntry]:
     """The ``SliceEntry`` of each planned slice (PNG name ``<case>_<z:04d>.png``)."""
     return [SliceEntry(f"{plan['case']}_{s['z']:04d}.png", plan["width"], plan["height"],
@@ -116,35 +128,68 @@ def write_case(out: str, image_path: str, plan: dict[str, Any], split: str, sett
     its record ``OUT/.convert/<case>.json`` (last, so a record means the files are complete). Returns the
     record: the plan plus ``split`` and ``files`` (paths relative to ``out``, POSIX separators)."""
     out = Path(out)
-    image = read_volume(image_path)
-    orientation = canonical_orientation(image)
-    hu = orientation.apply(sitk.GetArrayViewFromImage(image))  # ``image`` stays referenced while in use
-    if list(hu.shape) != list(plan["grid"]):
-        raise GeometryError(f"canonical image grid (z, y, x) {hu.shape} differs from its label's "
-                            f"{tuple(plan['grid'])}; re-export the case", image_path)
+    wanted = [s["z"] for s in plan["slices"]]
+    hu, first = _canonical_slab(image_path, wanted, plan["grid"]) if wanted else (None, 0)  # none: no read
     window = Window(*settings["window"])
     files = []
-    for entry, z in zip(slice_entries(plan), (s["z"] for s in plan["slices"])):
-        pixels = window_slice(hu[z], window)
+    for entry, z in zip(slice_entries(plan), wanted):
+        pixels = window_slice(hu[z - first], window)
         if settings["size"]:
             pixels = resize_slice(pixels, settings["size"])
-        files.append(_write(out, f"images/{split}/{entry.file_name}", encode_png(pixels)))
+        written = [(f"images/{split}/{entry.file_name}", encode_png(pixels))]
         if "yolo" in settings["formats"]:
-            files.append(_write(out, f"labels/{split}/{entry.stem}.txt", yolo_text(entry)))
+            written.append((f"labels/{split}/{entry.stem}.txt", yolo_text(entry).encode()))
         if "voc" in settings["formats"]:
-            files.append(_write(out, f"annotations/{split}/{entry.stem}.xml",
-                                voc_xml(entry, split, settings["task"])))
+            written.append((f"annotations/{split}/{entry.stem}.xml",
+                            voc_xml(entry, split, settings["task"]).encode()))
+        try:
+            write_files_atomic((out / relative, data) for relative, data in written)
+        except OSError as e:
+            raise ReadError(f"cannot write ({e.strerror})", e.filename or out) from e
+        files.extend(relative for relative, _ in written)
     record = {**plan, "split": split, "files": files}
     write_json_atomic(record_path(out, plan["case"]), record)
     return record
 
 
-def _write(out: Path, relative: str, data: bytes | str) -> str:
+def _canonical_slab(image_path: str, wanted: list[int], grid: list[int]) -> tuple[np.ndarray, int]:
+    """``(slab, first)``: the canonical ``(z, y, x)`` HU voxels of canonical slices ``first`` to at least
+    ``max(wanted)`` of the image (``wanted`` not empty). For an integer 3D image whose file slice axis is
+    the canonical z axis only the file slices from the first to the last wanted one are read (SimpleITK
+    decompresses no further; the dataset check has verified the file's sha256, so it is complete); else
+    the whole image, with ``read_volume``'s checks. ``GeometryError`` when the canonical grid differs from
+    ``grid`` (the label's)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(image_path)
     try:
-        if isinstance(data, str):
-            write_text_atomic(out / relative, data)
-        else:
-            write_bytes_atomic(out / relative, data)
-    except OSError as e:
-        raise ReadError(f"cannot write ({e.strerror})", out / relative) from e
-    return relative
+        reader.ReadImageInformation()
+    except RuntimeError:
+        reader = None  # read_volume below raises the ReadError that names the problem
+    if reader is not None and reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1 \
+            and reader.GetPixelID() in _INTEGER_PIXELS and reader.GetSize()[2] > 1:
+        orientation = canonical_orientation(Geometry(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
+                                                     reader.GetDirection()))
+        _check_grid(tuple(reader.GetSize()[::-1]), orientation, grid, image_path)
+        depth = reader.GetSize()[2]
+        lo, hi = 0, depth
+        if orientation.axes[0] == 0:  # file slices [lo, hi) hold the wanted canonical slices
+            lo, hi = (depth - 1 - max(wanted), depth - min(wanted)) if orientation.flip[0] else \
+                (min(wanted), max(wanted) + 1)
+        reader.SetExtractIndex((0, 0, lo))
+        reader.SetExtractSize((reader.GetSize()[0], reader.GetSize()[1], hi - lo))
+        try:
+            voxels = sitk.GetArrayFromImage(reader.Execute())
+        except RuntimeError as e:
+            raise ReadError(f"cannot read this image ({str(e).strip().splitlines()[-1][:160]})", image_path) from e
+        return orientation.apply(voxels), (depth - hi if orientation.flip[0] else lo)
+    image = read_volume(image_path)
+    orientation = canonical_orientation(image)
+    _check_grid(tuple(image.GetSize()[::-1]), orientation, grid, image_path)
+    return orientation.apply(sitk.GetArrayFromImage(image)), 0
+
+
+def _check_grid(shape: tuple[int, ...], orientation, grid: list[int], path: str) -> None:
+    canonical = tuple(shape[a] for a in orientation.axes)
+    if list(canonical) != list(grid):
+        raise GeometryError(f"canonical image grid (z, y, x) {canonical} differs from its label's "
+                            f"{tuple(grid)}; re-export the case", path)

@@ -17,7 +17,8 @@ axes are near 45 degrees to the patient axes raises ``GeometryError``.
 from __future__ import annotations
 
 import functools
-import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ __all__ = ["Window", "Orientation", "canonical_orientation", "canonical_array", 
            "resize_slice", "encode_png", "PNG_COMPRESS_LEVEL"]
 
 PNG_COMPRESS_LEVEL = 1
-"""zlib level for PNG slices: level 1 is several times faster than PIL's default and a little larger."""
+"""zlib level for PNG slices: level 1 is several times faster than the default level 6 and a little larger."""
 
 
 @dataclass(frozen=True)
@@ -141,12 +142,27 @@ def resize_slice(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    """Encode a uint8 ``(y, x)`` slice as an 8-bit grayscale PNG. Deterministic: PIL's writer with a fixed
-    zlib level and no text or time chunks, so equal pixels give equal bytes."""
-    from PIL import Image
-    if pixels.dtype != np.uint8 or pixels.ndim != 2:
-        raise ValueError(f"expected a 2D uint8 slice, got {pixels.ndim}D {pixels.dtype}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG",
-                                                                 compress_level=compress_level)
-    return buffer.getvalue()
+    """Encode a uint8 ``(y, x)`` slice as an 8-bit grayscale PNG (signature, IHDR, one IDAT, IEND).
+
+    Every row uses PNG filter type 0 (None) and the rows are deflated by zlib at ``compress_level``: on
+    windowed 512x512 CT this is about 2.2 times as fast as PIL's writer at the same level (which tries all
+    five filters on every row); files differ in size by under 15% (4% smaller on a noisy synthetic CT, 13%
+    larger on the phantom). Deterministic: no text or time chunks, so equal pixels give equal bytes (with
+    the same zlib)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or not pixels.size:
+        raise ValueError(f"expected a non-empty 2D uint8 slice, got {pixels.ndim}D {pixels.dtype} "
+                         f"of shape {pixels.shape}")
+    height, width = pixels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type None
+    rows[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, grayscale, deflate, no interlace
+    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", zlib.compress(rows, compress_level)), _png_chunk(b"IEND", b"")))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
