@@ -1,6 +1,8 @@
 """The import rules of ARCHITECTURE.md, checked on the real package.
 
 - labels, imaging, dataset, postprocess, metrics never import torch (checked in a fresh interpreter);
+- the segment path (inference.segment, cascade, predict, predictor, sliding, runtime; models.bundle) imports
+  no torch either, so ``deepliver segment --runtime onnx`` runs where torch is not installed;
 - nothing imports deepliver.cli;
 - deepliver never imports slicer, qt, ctk or vtk.
 """
@@ -26,7 +28,12 @@ def _light_submodules():
     return names
 
 
-@pytest.mark.parametrize("module", LIGHT_MODULES + _light_submodules())
+TORCH_FREE_INFERENCE = ["deepliver.inference.segment", "deepliver.inference.cascade", "deepliver.inference.predict",
+                        "deepliver.inference.predictor", "deepliver.inference.sliding", "deepliver.inference.runtime",
+                        "deepliver.models.bundle"]
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES + _light_submodules() + TORCH_FREE_INFERENCE)
 def test_light_modules_do_not_import_torch(module):
     code = (f"import sys, importlib; importlib.import_module({module!r}); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'torchvision')); "

@@ -287,13 +287,16 @@ def _add_segment(sub) -> None:
     p.add_argument("--liver-model", type=Path, required=True, help="liver model bundle folder")
     p.add_argument("--tumor-model", type=Path, default=None, help="tumor model bundle folder (optional)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--runtime", default="torch", choices=("torch",), help="inference runtime")
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                   help="inference runtime: auto (torch with a CUDA GPU, else onnxruntime when installed and the "
+                        "bundles have model.onnx, else torch on CPU), torch, or onnx (onnxruntime, no torch needed)")
     p.add_argument("--format", dest="output_format", default=None,
                    choices=("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "dicom-seg"),
                    help="output format (default: from the output's extension; nii.gz for a folder)")
     p.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
     p.add_argument("--shard", default=None, help="i/n: process every n-th case starting at i (cluster arrays)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the runtime (default: the runtime's)")
     _common(p)
 
 
@@ -301,10 +304,8 @@ def _run_segment(args) -> int:
     from deepliver.inference.segment import SegmentOptions, parse_shard, segment
     options = SegmentOptions(device=args.device, runtime=args.runtime, output_format=args.output_format,
                              shard=parse_shard(args.shard) if args.shard is not None else (0, 1),
-                             series=args.series)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+                             series=args.series, threads=args.threads,
+                             on_runtime=lambda choice: print(f"runtime: {choice.describe()}", file=sys.stderr))
     reporter = _reporter(args)
     try:
         outcomes = segment(args.input, args.output, args.liver_model, args.tumor_model, options, reporter)
@@ -316,6 +317,28 @@ def _run_segment(args) -> int:
         else:
             print(f"{o.case}: liver {o.info['liver_ml']:.1f} mL, tumor {o.info['tumor_ml']:.1f} mL, "
                   f"{o.info['lesion_count']} lesion(s) -> {o.output}", file=sys.stderr)
+    return 0
+
+
+# --- bundle --------------------------------------------------------------------------------------
+def _add_bundle(sub) -> None:
+    p = sub.add_parser("bundle", help="model bundle tools (export-onnx)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    e = actions.add_parser("export-onnx", help="write model.onnx into a U-Net bundle (checked against torch)",
+                           description="Export a U-Net bundle's network to BUNDLE/model.onnx (dynamic batch and "
+                                       "spatial axes) for `deepliver segment --runtime onnx`; refused unless "
+                                       "onnxruntime and torch agree on a sample input. Needs torch and onnxruntime.")
+    e.add_argument("bundle", type=Path, help="model bundle folder (model.json + weights.safetensors)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: deepliver's, 17)")
+    _common(e)
+
+
+def _run_bundle(args) -> int:
+    from deepliver.models.onnx_export import ONNX_OPSET, export_onnx
+    record = export_onnx(args.bundle, opset=args.opset or ONNX_OPSET)
+    print(f"wrote {args.bundle / record['file']} (opset {record['opset']}, input {record['input_shape']}, "
+          f"max |onnxruntime - torch| {record['max_abs_diff']:.2g})", file=sys.stderr)
     return 0
 
 
@@ -499,6 +522,7 @@ VERBS: list[tuple[str, Callable, Callable]] = [
     ("convert", _add_convert, _run_convert),
     ("train", _add_train, _run_train),
     ("segment", _add_segment, _run_segment),
+    ("bundle", _add_bundle, _run_bundle),
     ("postprocess", _add_postprocess, _run_postprocess),
     ("evaluate", _add_evaluate, _run_evaluate),
     ("compare", _add_compare, _run_compare),

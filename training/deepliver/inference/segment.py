@@ -14,27 +14,33 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 from deepliver.atomic import write_json_atomic
 from deepliver.errors import ConfigError, InputError, ReadError
 from deepliver.imaging.volumes import VOLUME_EXTENSIONS, read_volume, volume_extension, write_label
+from deepliver.inference.runtime import RuntimeChoice, choose_runtime
 from deepliver.postprocess import PostprocessOptions
 from deepliver.progress import ProgressCallback
 
-__all__ = ["SegmentOptions", "SegmentOutcome", "parse_shard", "find_inputs", "segment", "sidecar_path"]
+__all__ = ["SegmentOptions", "SegmentOutcome", "parse_shard", "find_inputs", "segment", "sidecar_path",
+           "segment_runtime"]
 
 OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "dicom-seg")
 
 
 @dataclass
 class SegmentOptions:
-    """Options of ``segment``. ``device``: auto (CUDA when torch sees one), cpu or cuda. ``runtime``: torch
-    (onnx when the bundles carry it is issue 8's work). ``output_format``: None = from OUTPUT's extension
-    (a single input) or ``nii.gz`` (a folder of inputs)."""
+    """Options of ``segment``. ``device``: auto (CUDA when torch sees one), cpu or cuda. ``runtime``: auto,
+    torch or onnx (``deepliver.inference.runtime.choose_runtime``), or a ``RuntimeChoice`` already made.
+    ``threads``: CPU threads of the runtime (None: its default). ``on_runtime(choice)`` is called once the
+    inputs are checked and the models loaded (the CLI prints the choice). ``output_format``: None = from
+    OUTPUT's extension (a single input) or ``nii.gz`` (a folder of inputs)."""
 
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: Union[str, RuntimeChoice] = "auto"
+    threads: Optional[int] = None
+    on_runtime: Optional[Callable[[RuntimeChoice], None]] = None
     output_format: Optional[str] = None
     shard: tuple[int, int] = (0, 1)
     series: Optional[str] = None
@@ -120,19 +126,27 @@ def sidecar_path(output: Path) -> Path:
     return output.with_name((output.name[: -len(ext)] if ext else output.name) + ".json")
 
 
-def _resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    try:
+def segment_runtime(liver_bundle: str | os.PathLike, tumor_bundle: str | os.PathLike | None = None,
+                    options: Optional[SegmentOptions] = None) -> RuntimeChoice:
+    """The runtime and device ``segment`` uses for these bundles with ``options`` (see ``choose_runtime``)."""
+    from deepliver.models.bundle import read_bundle_config
+
+    options = options or SegmentOptions()
+    if isinstance(options.runtime, RuntimeChoice):
+        return options.runtime
+    bundles = [(Path(b), read_bundle_config(b)) for b in (liver_bundle, tumor_bundle) if b is not None]
+    return choose_runtime(options.runtime, options.device, bundles)
+
+
+def _load_models(liver_bundle, tumor_bundle, choice: RuntimeChoice, threads: Optional[int]):
+    from deepliver.inference.predict import load_model
+
+    if threads and choice.runtime == "torch":
         import torch
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return "cuda" if has_cuda else "cpu"
+        torch.set_num_threads(int(threads))
+    kwargs = dict(device=choice.device, runtime=choice.runtime, threads=int(threads or 0))
+    liver = load_model(liver_bundle, **kwargs)
+    return liver, (load_model(tumor_bundle, **kwargs) if tumor_bundle else None)
 
 
 def _write(result, input_path: Path, output: Path, fmt: str, image, series: Optional[str]) -> Path:
@@ -160,7 +174,6 @@ def segment(input_path: str | os.PathLike, output: str | os.PathLike, liver_bund
     and ``info["liver_found"] = False``.
     """
     from deepliver.inference.cascade import segment_image
-    from deepliver.inference.predict import load_model
     from deepliver.models.bundle import check_task, read_bundle_config
 
     options = options or SegmentOptions()
@@ -172,9 +185,10 @@ def segment(input_path: str | os.PathLike, output: str | os.PathLike, liver_bund
     fmt = _output_format(output, options, batch)
     index, count = options.shard
     cases = cases[index::count]
-    device = _resolve_device(options.device)
-    liver_model = load_model(liver_bundle, device=device, runtime=options.runtime)
-    tumor_model = load_model(tumor_bundle, device=device, runtime=options.runtime) if tumor_bundle else None
+    choice = segment_runtime(liver_bundle, tumor_bundle, options)
+    liver_model, tumor_model = _load_models(liver_bundle, tumor_bundle, choice, options.threads)
+    if options.on_runtime:
+        options.on_runtime(choice)
 
     outcomes = []
     for number, (case, path) in enumerate(cases):
@@ -184,8 +198,8 @@ def segment(input_path: str | os.PathLike, output: str | os.PathLike, liver_bund
         result = segment_image(image, liver_model, tumor_model, options.postprocess, progress)
         target = (output / (case if fmt == "dicom-seg" else f"{case}.{fmt}")) if batch else output
         written = _write(result, path, target, fmt, image, options.series)
-        result.info.update({"case": case, "input": str(path), "output": str(written), "device": device,
-                            "runtime": options.runtime})
+        result.info.update({"case": case, "input": str(path), "output": str(written), "device": choice.device,
+                            "runtime": choice.runtime, "runtime_reason": choice.reason})
         write_json_atomic(sidecar_path(written), result.info)
         outcomes.append(SegmentOutcome(case, path, written, result.info))
         if progress:
