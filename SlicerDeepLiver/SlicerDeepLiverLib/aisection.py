@@ -15,9 +15,9 @@ import slicer
 
 from SlicerDeepLiverLib.bundles import (BUNDLE_COLUMNS, NoBundleError, choose_bundles, default_models_folder,
                                         list_bundles)
-from SlicerDeepLiverLib.deps import DeepLiverMissing, require_deepliver
+from SlicerDeepLiverLib.deps import DeepLiverMissing, require_deepliver, torch_installed
 from SlicerDeepLiverLib.inference import device_probe_command, parse_device_probe, summary_text
-from SlicerDeepLiverLib.install import offer_install
+from SlicerDeepLiverLib.install import offer_install, offer_torch
 from SlicerDeepLiverLib.oneclick import OneClickLogic
 from SlicerDeepLiverLib.process import CANCELLED, DONE, FAILED, RUNNING, BackgroundProcess
 from SlicerDeepLiverLib.widgets import fill_table
@@ -25,7 +25,8 @@ from SlicerDeepLiverLib.widgets import fill_table
 SETTINGS_MODELS = "SlicerDeepLiver/ModelsFolder"
 SETTINGS_DEVICE = "SlicerDeepLiver/Device"
 POLL_MS = 200
-DEVICE_NAMES = {"auto": "Auto (GPU when available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}
+DEVICE_NAMES = {"auto": "Auto (GPU when available)", "cpu": "CPU (ONNX Runtime)", "cuda": "GPU (CUDA, PyTorch)"}
+GPU_INSTALLS_TORCH = "GPU (needs PyTorch: installs it)"
 NO_TUMOR = "None (liver only)"
 
 
@@ -37,7 +38,7 @@ class AISegmentationSection:
         self.ui, self.tr, self.volume, self.onResult = ui, tr, volume, onResult
         self.moduleDir = Path(moduleDir)
         self.oneClick = OneClickLogic(logic)
-        self.bundles, self.devices = [], ["auto", "cpu"]
+        self.bundles, self.devices, self.gpuNeedsTorch = [], ["cpu"], False
         self.job, self.probe, self.probeOutput = None, None, []
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
@@ -85,8 +86,9 @@ class AISegmentationSection:
         self.updateButtons()
 
     def startDeviceProbe(self) -> None:
-        """Ask a child Python which devices torch sees (the GPU choice appears when it sees CUDA)."""
-        self.ui.deviceComboBox.toolTip = self.tr("Checking whether PyTorch sees a GPU ...")
+        """Ask a child Python for an NVIDIA driver and what torch sees (the GPU choice appears when torch sees
+        CUDA, or, offering to install PyTorch, when a driver is there and torch is not)."""
+        self.ui.deviceComboBox.toolTip = self.tr("Checking for a GPU ...")
         try:
             self.probe, self.probeOutput = BackgroundProcess(device_probe_command()), []
         except OSError as e:
@@ -98,22 +100,31 @@ class AISegmentationSection:
         stdout = "\n".join(line for stream, line in self.probeOutput if stream == "stdout")
         report = parse_device_probe(self.probe.returncode, stdout, "\n".join(self.probe.stderr_tail))
         self.probe = None
+        self.gpuNeedsTorch = report.gpu_needs_torch
         self._showDevices(report.devices)
-        if report.torch is None:
-            tip = self.tr("PyTorch is not usable in Slicer's Python yet: {error}").format(error=report.error)
+        if report.gpu_needs_torch:
+            tip = self.tr("An NVIDIA driver is present; choosing the GPU installs PyTorch first. The CPU runs "
+                          "with ONNX Runtime and needs no PyTorch.")
+        elif report.torch is None and not report.error:
+            tip = self.tr("No NVIDIA GPU found: the segmentation runs on the CPU with ONNX Runtime.")
+        elif report.torch is None:
+            tip = self.tr("PyTorch is not usable in Slicer's Python: {error}. The CPU (ONNX Runtime) does not "
+                          "need it.").format(error=report.error)
         elif report.cuda:
             tip = self.tr("PyTorch {version} sees: {gpus}").format(version=report.torch, gpus=", ".join(report.gpus))
         else:
-            tip = self.tr("PyTorch {version} sees no CUDA GPU: the segmentation runs on the CPU.").format(
+            tip = self.tr("PyTorch {version} sees no CUDA GPU: the segmentation runs on the CPU (ONNX "
+                          "Runtime).").format(
                 version=report.torch)
         self.ui.deviceComboBox.toolTip = tip
 
     def _showDevices(self, devices) -> None:
-        wanted = str(qt.QSettings().value(SETTINGS_DEVICE, "auto"))
         self.devices = list(devices)
+        wanted = str(qt.QSettings().value(SETTINGS_DEVICE, self.devices[0]))  # the first is the default
         self.ui.deviceComboBox.clear()
         for device in self.devices:
-            self.ui.deviceComboBox.addItem(self.tr(DEVICE_NAMES[device]))
+            name = GPU_INSTALLS_TORCH if device == "cuda" and self.gpuNeedsTorch else DEVICE_NAMES[device]
+            self.ui.deviceComboBox.addItem(self.tr(name))
         self.ui.deviceComboBox.currentIndex = self.devices.index(wanted) if wanted in self.devices else 0
 
     # --- the run ----------------------------------------------------------------------------------------
@@ -134,6 +145,11 @@ class AISegmentationSection:
                     "Segment it anyway?").format(name=volume.GetName(), why=warning)):
                 return
             device = self.devices[max(0, self.ui.deviceComboBox.currentIndex)]
+            if device == "cuda" and not offer_torch(self.tr):
+                return
+            if device == "cuda" and self.gpuNeedsTorch and torch_installed():
+                self.gpuNeedsTorch = False
+                self.startDeviceProbe()  # the list and tooltip then say what the new torch sees
             self.job = self.oneClick.start(volume, liver, tumor, device)
             qt.QSettings().setValue(SETTINGS_DEVICE, device)
             self.ui.aiStatusLabel.text = self.tr("Segmenting '{name}' in the background ...").format(

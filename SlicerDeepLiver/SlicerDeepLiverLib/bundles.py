@@ -141,3 +141,24 @@ def model_provenance(liver: BundleInfo, tumor: Optional[BundleInfo], device: str
     models = [b for b in (liver, tumor) if b is not None]
     return {"kind": "model", "bundle": " + ".join(b.name for b in models),
             "version": liver.version, "models": [b.provenance() for b in models], "device": device}
+
+
+def bundles_without_onnx(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The bundle folders among ``paths`` that have no usable ``model.onnx`` (what the CPU run needs)."""
+    from deepliver.inference.runtime import onnx_file
+    from deepliver.models.bundle import read_bundle_config
+
+    return [Path(p) for p in paths if onnx_file(p, read_bundle_config(p)) is None]
+
+
+def check_onnx(paths: Sequence[str | os.PathLike]) -> None:
+    """Raise ``NoBundleError`` naming each bundle without ``model.onnx`` and the one-line fix: the CPU run
+    uses ONNX Runtime (``--runtime onnx``) so that Slicer's Python needs no PyTorch."""
+    missing = bundles_without_onnx(paths)
+    if missing:
+        fixes = "\n".join(f"  deepliver bundle export-onnx \"{p}\"" for p in missing)
+        raise NoBundleError(
+            f"The CPU segmentation runs the models with ONNX Runtime, but {', '.join(p.name for p in missing)} "
+            f"has no model.onnx (bundles trained before ONNX export). Add it with:\n{fixes}\n(this needs PyTorch: "
+            "run it where the model was trained, or after pip install 'slicer-deepliver[train]'), or choose the "
+            "GPU.")

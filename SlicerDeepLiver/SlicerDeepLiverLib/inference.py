@@ -22,6 +22,13 @@ import numpy as np
 DEVICES = ("auto", "cpu", "cuda")
 """``deepliver segment --device`` values."""
 
+RUNTIME_FOR_DEVICE = {"cpu": "onnx", "cuda": "torch", "auto": "auto"}
+"""The ``--runtime`` each device runs with: the CPU with onnxruntime (no torch in Slicer's Python needed),
+the GPU with torch, ``auto`` as ``deepliver segment`` chooses."""
+
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "torch": "PyTorch"}
+"""How the status line names the runtime a sidecar reports."""
+
 STAGE_WEIGHTS = (("read", 5.0), ("liver", 55.0), ("tumor", 35.0), ("write", 5.0))
 """Share of the overall progress bar of each ``--progress json`` stage, in the order they come."""
 
@@ -30,8 +37,8 @@ STAGE_WEIGHTS = (("read", 5.0), ("liver", 55.0), ("tumor", 35.0), ("write", 5.0)
 class SegmentRequest:
     """One run of ``deepliver segment``: ``input`` a volume file the child reads (.nrrd), ``output`` the
     label file it writes (.nii.gz; the sidecar JSON goes beside it), bundle folders, ``device`` one of
-    ``DEVICES``, ``threads`` torch's CPU threads (None: torch's default), ``python`` the interpreter
-    (None: ``python_executable()``)."""
+    ``DEVICES``, ``threads`` the runtime's CPU threads (None: its default), ``python`` the interpreter
+    (None: ``python_executable()``), ``runtime`` auto, torch or onnx (None: ``RUNTIME_FOR_DEVICE``)."""
 
     input: Path
     output: Path
@@ -40,6 +47,7 @@ class SegmentRequest:
     device: str = "auto"
     threads: Optional[int] = None
     python: Optional[str] = None
+    runtime: Optional[str] = None
 
 
 def python_executable(executable: str = sys.executable, which: Callable[[str], Optional[str]] = shutil.which) -> str:
@@ -52,17 +60,20 @@ def python_executable(executable: str = sys.executable, which: Callable[[str], O
 
 def build_command(request: SegmentRequest) -> list[str]:
     """The argument list of the run (no shell): ``python -m deepliver segment INPUT -o OUTPUT --liver-model
-    ... [--tumor-model ...] --device D [--threads N] --progress json``. ``ValueError`` for a bad device or
-    thread count."""
+    ... [--tumor-model ...] --runtime R --device D [--threads N] --progress json``. ``ValueError`` for a bad
+    device, runtime or thread count."""
     if request.device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {request.device!r}")
+    runtime = request.runtime or RUNTIME_FOR_DEVICE[request.device]
+    if runtime not in ("auto", "torch", "onnx"):
+        raise ValueError(f"runtime must be one of auto, torch, onnx, got {runtime!r}")
     if request.threads is not None and request.threads < 1:
         raise ValueError(f"threads must be at least 1, got {request.threads}")
     command = [request.python or python_executable(), "-m", "deepliver", "segment", str(request.input),
                "-o", str(request.output), "--liver-model", str(request.liver_model)]
     if request.tumor_model is not None:
         command += ["--tumor-model", str(request.tumor_model)]
-    command += ["--device", request.device]
+    command += ["--runtime", runtime, "--device", request.device]
     if request.threads is not None:
         command += ["--threads", str(int(request.threads))]
     return command + ["--progress", "json"]
@@ -148,7 +159,8 @@ class ProgressTracker:
 
 @dataclass(frozen=True)
 class SegmentSummary:
-    """What the sidecar JSON of a finished run says: volumes in mL (liver includes tumor), lesion count."""
+    """What the sidecar JSON of a finished run says: volumes in mL (liver includes tumor), lesion count, the
+    device and runtime (``torch`` or ``onnx``; empty when the sidecar predates runtimes) it ran on."""
 
     liver_found: bool
     liver_ml: float
@@ -156,6 +168,7 @@ class SegmentSummary:
     lesion_count: int
     device: str
     seconds: float
+    runtime: str = ""
 
 
 def read_summary(sidecar: str | os.PathLike) -> SegmentSummary:
@@ -167,7 +180,7 @@ def read_summary(sidecar: str | os.PathLike) -> SegmentSummary:
         timings = data.get("timings") or {}
         return SegmentSummary(bool(data["liver_found"]), float(data["liver_ml"]), float(data["tumor_ml"]),
                               int(data["lesion_count"]), str(data.get("device", "")),
-                              float(sum(float(v) for v in timings.values())))
+                              float(sum(float(v) for v in timings.values())), str(data.get("runtime", "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not a readable segmentation summary ({type(e).__name__}: {e})") from e
 
@@ -177,8 +190,14 @@ def summary_text(summary: SegmentSummary, tr: Callable[[str], str] = str) -> str
     if not summary.liver_found:
         return tr("The model found no liver in this volume; nothing was segmented. Is it an abdominal CT?")
     return tr("AI segmentation: liver {liver:.1f} mL, tumor {tumor:.1f} mL, {lesions} lesion(s) "
-              "({device}). Correct it with the Segment Editor, then save the case.").format(
-        liver=summary.liver_ml, tumor=summary.tumor_ml, lesions=summary.lesion_count, device=summary.device)
+              "({engine}). Correct it with the Segment Editor, then save the case.").format(
+        liver=summary.liver_ml, tumor=summary.tumor_ml, lesions=summary.lesion_count, engine=engine_text(summary))
+
+
+def engine_text(summary: SegmentSummary) -> str:
+    """``"ONNX Runtime on cpu"`` from the sidecar's runtime and device (the device alone for old sidecars)."""
+    runtime = RUNTIME_NAMES.get(summary.runtime, summary.runtime)
+    return f"{runtime} on {summary.device}" if runtime else summary.device
 
 
 CT_RANGE = (-1100.0, 4000.0)
@@ -214,10 +233,23 @@ def ct_warning(array: np.ndarray, max_samples: int = 2_000_000) -> Optional[str]
             "has air near -1000, fat near -100, liver 40-70 and bone up to about 3000")
 
 
-DEVICE_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__, "
-                "'cuda': bool(torch.cuda.is_available()), "
-                "'gpus': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}))")
-"""Python run in a child process to learn what torch sees (the module never imports torch itself)."""
+DEVICE_PROBE = """
+import importlib.util, json, os, shutil, sys
+if sys.platform == "darwin":
+    nvidia = False
+elif sys.platform.startswith("linux"):
+    nvidia = os.path.exists("/proc/driver/nvidia/version")
+else:
+    nvidia = shutil.which("nvidia-smi") is not None
+report = {"torch": None, "cuda": False, "gpus": [], "nvidia": nvidia}
+if importlib.util.find_spec("torch") is not None:
+    import torch
+    report.update(torch=torch.__version__, cuda=bool(torch.cuda.is_available()),
+                  gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
+print(json.dumps(report))
+"""
+"""Python run in a child process to learn whether an NVIDIA driver is present and what torch sees; torch
+is imported only when it is installed (the module never imports torch itself)."""
 
 
 def device_probe_command(python: Optional[str] = None) -> list[str]:
@@ -226,17 +258,27 @@ def device_probe_command(python: Optional[str] = None) -> list[str]:
 
 @dataclass(frozen=True)
 class DeviceReport:
-    """What the probe found: torch's version (None: torch not importable), CUDA, GPU names, the error."""
+    """What the probe found: torch's version (None: not installed or not importable), whether torch sees
+    CUDA, GPU names, the error, whether an NVIDIA driver is present (``nvidia``)."""
 
     torch: Optional[str]
     cuda: bool
     gpus: tuple[str, ...] = ()
     error: str = ""
+    nvidia: bool = False
+
+    @property
+    def gpu_needs_torch(self) -> bool:
+        """An NVIDIA driver is present but torch is not installed: the GPU choice installs it."""
+        return self.torch is None and not self.error and self.nvidia
 
     @property
     def devices(self) -> tuple[str, ...]:
-        """The ``DEVICES`` a run may ask for: cuda only when torch sees it."""
-        return DEVICES if self.cuda else ("auto", "cpu")
+        """The ``DEVICES`` to offer, the default first: the GPU first when torch sees CUDA; the CPU first and
+        the GPU after it when a driver is there but torch is missing; else the CPU alone."""
+        if self.cuda:
+            return ("cuda", "cpu")
+        return ("cpu", "cuda") if self.gpu_needs_torch else ("cpu",)
 
 
 def parse_device_probe(returncode: int, stdout: str, stderr: str) -> DeviceReport:
@@ -247,6 +289,8 @@ def parse_device_probe(returncode: int, stdout: str, stderr: str) -> DeviceRepor
         except ValueError:
             continue
         if returncode == 0 and isinstance(data, dict) and "torch" in data:
-            return DeviceReport(str(data["torch"]), bool(data.get("cuda")), tuple(map(str, data.get("gpus") or ())))
+            version = None if data["torch"] is None else str(data["torch"])
+            return DeviceReport(version, bool(data.get("cuda")), tuple(map(str, data.get("gpus") or ())),
+                                nvidia=bool(data.get("nvidia")))
     last = [line for line in stderr.splitlines() if line.strip()][-1:]
     return DeviceReport(None, False, (), last[0] if last else f"the probe exited with code {returncode}")

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import slicer
 
 from SlicerDeepLiverLib import scene
-from SlicerDeepLiverLib.bundles import BundleInfo, check_bundle_tasks, model_provenance
+from SlicerDeepLiverLib.bundles import BundleInfo, check_bundle_tasks, check_onnx, model_provenance
 from SlicerDeepLiverLib.inference import SegmentRequest, ct_warning
 from SlicerDeepLiverLib.process import DONE, SegmentationRun, new_work_folder
 from SlicerDeepLiverLib.structures import standard_structures
@@ -55,12 +55,15 @@ class OneClickLogic:
               threads: Optional[int] = None, python: Optional[str] = None, env=None) -> OneClickJob:
         """Write the volume to a work folder and start ``deepliver segment`` on it; returns at once.
 
-        Raises ``BundleError`` for a bundle of the wrong task before anything is written or started."""
+        Raises ``BundleError`` for a bundle of the wrong task, and ``NoBundleError`` for a CPU run (ONNX Runtime)
+        of a bundle without ``model.onnx``, before anything is written or started."""
         from deepliver.imaging import write_volume
 
         if volumeNode is None:
             raise ValueError("Select or load a volume first.")
         check_bundle_tasks(liver.path, tumor.path if tumor else None)
+        if device == "cpu":
+            check_onnx([b.path for b in (liver, tumor) if b is not None])
         folder = new_work_folder()
         try:
             source = write_volume(scene.pull_image(volumeNode), folder / "input.nrrd")

@@ -31,19 +31,29 @@ def test_command_is_what_the_segment_verb_parses(tmp_path):
     assert command[:4] == ["/opt/PythonSlicer", "-m", "deepliver", "segment"]
     args = build_parser().parse_args(command[3:])
     assert (args.verb, args.input, args.output) == ("segment", request.input, request.output)
-    assert (args.liver_model, args.tumor_model, args.device, args.threads, args.progress) == \
-           (request.liver_model, request.tumor_model, "cpu", 2, "json")
+    assert (args.liver_model, args.tumor_model, args.runtime, args.device, args.threads, args.progress) == \
+           (request.liver_model, request.tumor_model, "onnx", "cpu", 2, "json")  # the CPU needs no torch
     liver_only = build_parser().parse_args(inference.build_command(
         SegmentRequest(request.input, request.output, request.liver_model, python="py"))[3:])
-    assert (liver_only.tumor_model, liver_only.device, liver_only.threads) == (None, "auto", None)
+    assert (liver_only.tumor_model, liver_only.runtime, liver_only.device, liver_only.threads) == \
+           (None, "auto", "auto", None)
+    gpu = build_parser().parse_args(inference.build_command(
+        SegmentRequest(request.input, request.output, request.liver_model, device="cuda", python="py"))[3:])
+    assert (gpu.runtime, gpu.device) == ("torch", "cuda")
+    forced = build_parser().parse_args(inference.build_command(
+        SegmentRequest(request.input, request.output, request.liver_model, device="cpu", python="py",
+                       runtime="torch"))[3:])
+    assert (forced.runtime, forced.device) == ("torch", "cpu")
 
 
-@pytest.mark.parametrize("device, threads, message", [("gpu", None, "device must be one of auto, cpu, cuda"),
-                                                      ("cpu", 0, "threads must be at least 1")])
-def test_command_refuses_bad_options(tmp_path, device, threads, message):
+@pytest.mark.parametrize("device, threads, runtime, message", [
+    ("gpu", None, None, "device must be one of auto, cpu, cuda"),
+    ("cpu", 0, None, "threads must be at least 1"),
+    ("cpu", None, "tensorrt", "runtime must be one of auto, torch, onnx, got 'tensorrt'")])
+def test_command_refuses_bad_options(tmp_path, device, threads, runtime, message):
     with pytest.raises(ValueError, match=message):
         inference.build_command(SegmentRequest(tmp_path / "a.nrrd", tmp_path / "b.nii.gz", tmp_path, None,
-                                               device, threads))
+                                               device, threads, runtime=runtime))
 
 
 def test_python_executable_prefers_python_slicer():
@@ -173,7 +183,12 @@ def test_summary_reads_a_sidecar_and_names_a_bad_one(tmp_path):
                                    "device": "cpu", "timings": {"liver_model_s": 1.5, "tumor_model_s": 0.5}}))
     summary = inference.read_summary(sidecar)
     assert (summary.liver_ml, summary.tumor_ml, summary.lesion_count, summary.seconds) == (1510.25, 12.5, 3, 2.0)
-    assert "liver 1510.2 mL, tumor 12.5 mL, 3 lesion(s)" in inference.summary_text(summary)
+    assert "liver 1510.2 mL, tumor 12.5 mL, 3 lesion(s) (cpu)" in inference.summary_text(summary)  # no runtime
+    for runtime, device, shown in (("onnx", "cpu", "(ONNX Runtime on cpu)"), ("torch", "cuda", "(PyTorch on cuda)")):
+        sidecar.write_text(json.dumps({"liver_found": True, "liver_ml": 1, "tumor_ml": 0, "lesion_count": 0,
+                                       "device": device, "runtime": runtime}))
+        summary = inference.read_summary(sidecar)
+        assert summary.runtime == runtime and shown in inference.summary_text(summary)
     sidecar.write_text(json.dumps({"liver_found": False, "liver_ml": 0, "tumor_ml": 0, "lesion_count": 0}))
     assert "found no liver" in inference.summary_text(inference.read_summary(sidecar))
     sidecar.write_text(json.dumps({"liver_found": True}))
@@ -196,22 +211,43 @@ def test_ct_warning_flags_volumes_that_are_not_hounsfield_ct(phantom):
     assert "padding only" in inference.ct_warning(np.full((2, 3, 4), -3024))
 
 
-def test_device_probe_reports_what_torch_sees():
-    import torch
-
-    probe = process.BackgroundProcess(inference.device_probe_command(sys.executable))
+def _probe(prefix=""):
+    command = inference.device_probe_command(sys.executable)
+    command[-1] = prefix + command[-1]
+    probe = process.BackgroundProcess(command)
     lines = []
     while not probe.finished:
         lines += probe.read()
         probe.process.wait(timeout=120)
     lines += probe.read()
     stdout = "\n".join(line for stream, line in lines if stream == "stdout")
-    report = inference.parse_device_probe(probe.returncode, stdout, "")
+    return inference.parse_device_probe(probe.returncode, stdout, "")
+
+
+def test_device_probe_reports_what_torch_sees():
+    import torch
+
+    report = _probe()
+    nvidia = os.path.exists("/proc/driver/nvidia/version")  # Linux: where the driver announces itself
     assert report.torch == torch.__version__ and report.cuda == torch.cuda.is_available()
-    assert report.devices == (inference.DEVICES if report.cuda else ("auto", "cpu"))
+    assert report.nvidia == nvidia and not report.gpu_needs_torch
+    assert report.devices == (("cuda", "cpu") if report.cuda else ("cpu",))
     missing = inference.parse_device_probe(1, "", "Traceback ...\nModuleNotFoundError: No module named 'torch'\n")
-    assert (missing.torch, missing.devices, missing.error) == (None, ("auto", "cpu"),
+    assert (missing.torch, missing.devices, missing.error) == (None, ("cpu",),
                                                                "ModuleNotFoundError: No module named 'torch'")
+
+
+def test_device_probe_without_torch_never_imports_it_and_offers_the_gpu_only_with_a_driver():
+    # sys.modules["torch"] = None: find_spec says "not installed", and any import of torch would fail
+    report = _probe("import sys; sys.modules['torch'] = None\n")
+    assert (report.torch, report.cuda, report.error) == (None, False, "")
+    assert report.nvidia == os.path.exists("/proc/driver/nvidia/version")
+    with_driver = inference.parse_device_probe(0, json.dumps({"torch": None, "cuda": False, "gpus": [],
+                                                              "nvidia": True}), "")
+    assert with_driver.gpu_needs_torch and with_driver.devices == ("cpu", "cuda")  # the CPU stays the default
+    without = inference.parse_device_probe(0, json.dumps({"torch": None, "cuda": False, "gpus": [],
+                                                          "nvidia": False}), "")
+    assert not without.gpu_needs_torch and without.devices == ("cpu",)
 
 
 # --- real runs -------------------------------------------------------------------------------------------
@@ -232,8 +268,27 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_a_real_run_is_followed_to_the_end(ct_file, tiny_bundles, phantom):
-    run = process.SegmentationRun(_request(ct_file, tiny_bundles), env=_env()).start()
+TORCH_BLOCKER = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "monai"):
+            raise ImportError(f"{name} is blocked in this test (Slicer's Python without PyTorch)")
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def _env_without_torch(folder):
+    """An environment whose Python cannot import torch, torchvision or monai (a ``sitecustomize``)."""
+    site = folder / "no-torch-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(TORCH_BLOCKER)
+    return {**_env(), "PYTHONPATH": os.pathsep.join([str(site)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+
+
+def test_a_real_run_is_followed_to_the_end(ct_file, tiny_bundles, phantom, tmp_path):
+    # the module's CPU run (--runtime onnx) in a Python without torch, as after the one-click install
+    run = process.SegmentationRun(_request(ct_file, tiny_bundles), env=_env_without_torch(tmp_path)).start()
     stages, percents = [], []
 
     def record(r):
@@ -253,7 +308,8 @@ def test_a_real_run_is_followed_to_the_end(ct_file, tiny_bundles, phantom):
     voxel_ml = float(np.prod(label.GetSpacing())) / 1000.0
     assert run.summary.liver_ml == pytest.approx(np.count_nonzero(array >= 1) * voxel_ml, abs=1e-3)
     assert run.summary.tumor_ml == pytest.approx(np.count_nonzero(array == 2) * voxel_ml, abs=1e-3)
-    assert run.summary.device == "cpu"
+    assert (run.summary.device, run.summary.runtime) == ("cpu", "onnx")
+    assert "(ONNX Runtime on cpu)" in inference.summary_text(run.summary)
 
 
 def test_cancel_after_the_first_progress_line_leaves_nothing(ct_file, tiny_bundles):
@@ -306,15 +362,89 @@ def test_kill_tree_ends_the_grandchildren_too():
 
 # --- first use and provenance ----------------------------------------------------------------------------
 def test_install_arguments_point_at_this_checkout_or_the_distribution(tmp_path):
+    from packaging.requirements import Requirement
     from SlicerDeepLiverLib import deps
 
     module_dir = Path(__file__).resolve().parents[2] / "SlicerDeepLiver"
-    assert deps.pip_arguments(module_dir) == ["-e", str(module_dir.parent)]
+    assert deps.pip_arguments(module_dir) == ["-e", f"{module_dir.parent}[onnx]"]  # core + onnxruntime
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
-    assert deps.pip_arguments(tmp_path / "SlicerDeepLiver") == ["slicer-deepliver"]
+    wheel = deps.pip_arguments(tmp_path / "SlicerDeepLiver")
+    assert [(Requirement(a).name, Requirement(a).extras) for a in wheel] == [("slicer-deepliver", {"onnx"})]
     check = "import sys; from SlicerDeepLiverLib import deps; print(deps.torch_installed(), 'torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", check], cwd=module_dir, capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["True", "False"], run.stderr  # found without being imported
+
+
+def _pyproject():
+    import tomllib
+
+    return tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+
+
+def _names(requirements):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return sorted(canonicalize_name(Requirement(r).name) for r in requirements)
+
+
+def test_first_use_installs_the_core_and_onnxruntime_but_never_simpleitk_or_torch():
+    from SlicerDeepLiverLib import deps
+
+    project = _pyproject()
+    # Requires-Dist as pip records them after `pip install --no-deps -e .` (extras become markers)
+    requires = project["dependencies"] + [f'{r}; extra == "{extra}"'
+                                          for extra, rs in project["optional-dependencies"].items() for r in rs]
+    # an empty Python (nothing installed) that still imports Slicer's own SimpleITK
+    install, kept = deps.dependencies_to_install(requires, version=lambda name: None, found=lambda name: True)
+    expected = [r for r in project["dependencies"] + project["optional-dependencies"]["onnx"]
+                if not r.lower().startswith("simpleitk")]
+    assert _names(install) == _names(expected)
+    assert not {"torch", "torchvision", "monai", "ultralytics"} & set(_names(install))
+    assert len(kept) == 1 and kept[0].startswith("SimpleITK") and kept[0].endswith("(installed: unknown version)")
+    # what this venv has: onnxruntime and SimpleITK are there and fit, so pip gets neither
+    assert not {"onnxruntime", "simpleitk"} & set(_names(deps.dependencies_to_install(requires)[0]))
+    # Slicer's SimpleITK too old for the requirement: kept, never handed to pip
+    old = {"simpleitk": "2.2.1", "numpy": "1.26.4"}
+    install, kept = deps.dependencies_to_install(requires, version=lambda name: old.get(name.lower()),
+                                                 found=lambda name: True)
+    assert "simpleitk" not in _names(install) and "numpy" not in _names(install)
+    assert len(kept) == 1 and kept[0].endswith("(installed: 2.2.1)")
+    # no SimpleITK at all (not Slicer): pip gets it like any other dependency
+    install, kept = deps.dependencies_to_install(requires, version=lambda name: None, found=lambda name: False)
+    assert "simpleitk" in _names(install) and kept == []
+
+
+def test_gpu_requirements_mirror_the_train_extra():
+    from SlicerDeepLiverLib import deps
+
+    assert set(deps.GPU_REQUIREMENTS) <= set(_pyproject()["optional-dependencies"]["train"])
+
+
+def test_constraints_pin_the_installed_simpleitk_and_pip_accepts_them(tmp_path):
+    from SlicerDeepLiverLib import deps
+
+    versions = {"SimpleITK": "2.4.0", "torch": None}
+    assert deps.constraints(version=versions.get) == "SimpleITK==2.4.0\n"
+    assert deps.constraints(version=lambda name: None) == ""
+    pins = deps.constraints()
+    assert pins.startswith(f"SimpleITK=={sitk.__version__}\n")
+    path = tmp_path / "constraints.txt"
+    path.write_text(pins)
+    run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-c", str(path),
+                          "SimpleITK>=2.3"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "already satisfied" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_cpu_run_of_a_bundle_without_onnx_says_how_to_export_it(tmp_path, tiny_bundles):
+    old = _bundle(tmp_path / "liver-old", "liver", 0.9, "2025-01-01T00:00:00+00:00")
+    bundles.check_onnx([tiny_bundles["liver"], tiny_bundles["tumor"]])  # trained now: both carry model.onnx
+    assert bundles.bundles_without_onnx([tiny_bundles["liver"], old]) == [old]
+    with pytest.raises(bundles.NoBundleError) as caught:
+        bundles.check_onnx([old, tiny_bundles["tumor"]])
+    message = str(caught.value)
+    assert f'deepliver bundle export-onnx "{old}"' in message and "needs PyTorch" in message
+    assert "liver-old has no model.onnx" in message and str(tiny_bundles["tumor"]) not in message
 
 
 def test_a_corrected_model_result_is_recorded_in_the_manifest(tmp_path, phantom):
