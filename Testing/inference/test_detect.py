@@ -11,7 +11,9 @@ import torch
 
 from deepliver.dataset.boxes import Box, scale_box
 from deepliver.dataset.slices import canonical_orientation
-from deepliver.inference.detect import boxes_to_mask, detect_volume, rasterize_boxes
+from deepliver.dataset.slices import Window, resize_slice, window_slice
+from deepliver.inference.detect import (boxes_to_mask, crop_square, detect_slices, detect_volume, liver_square,
+                                        rasterize_boxes, square_to_canonical, to_image_order)
 from deepliver.inference.predict import load_model, predict_volume
 from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
 from deepliver.models.fasterrcnn import build_fasterrcnn
@@ -118,3 +120,60 @@ def test_detect_volume_is_clipped_to_the_liver_and_dispatched(detector_bundle):
     assert (unclipped & (liver == 0)).any()
     np.testing.assert_array_equal(unclipped & liver, got)
     assert not detect_volume(image, model, roi_mask=np.zeros_like(liver)).any()
+
+
+def test_liver_square_is_the_grown_box_made_square_and_crops_with_padding():
+    roi = np.zeros((5, 40, 60), bool)
+    roi[1:3, 10:20, 5:45] = True
+    roi[4, 12, 30] = True
+    # spacing (x, y, z) = (1, 2, 3) mm, margin 4 mm: x grows 4 px, y 2 px -> y 8..21 (14), x 1..48 (48)
+    square = liver_square(roi, (1.0, 2.0, 3.0), 4.0)
+    assert square == (8 - (48 - 14) // 2, 1, 48)
+    assert liver_square(np.zeros_like(roi), (1.0, 1.0, 1.0), 4.0) is None
+    pixels = np.arange(40 * 60, dtype=np.int16).reshape(40, 60)
+    padded = np.pad(pixels, 100, constant_values=-7)
+    y0, x0, side = square
+    np.testing.assert_array_equal(crop_square(pixels, square, -7),
+                                  padded[100 + y0:100 + y0 + side, 100 + x0:100 + x0 + side])
+
+
+def test_a_training_box_in_the_square_comes_back_as_its_pixels():
+    """convert-style inclusive box -> square pixels (training) -> network edges -> canonical mask (inference)."""
+    from deepliver.train.detection_crop import square_boxes
+
+    truth = np.zeros((1, 40, 60), np.uint8)
+    truth[0, 11:17, 20:29] = 1                                  # inclusive x 20..28, y 11..16
+    square, size = (-4, 6, 48), 128                             # upsampled: 48 canonical px -> 128
+    (xa, ya, xb, yb), = square_boxes([(20, 11, 28, 16)], square, size)
+    edges = np.array([[xa, ya, xb + 1, yb + 1]], float)
+    got = rasterize_boxes({0: square_to_canonical(edges, square, size)}, truth.shape)
+    np.testing.assert_array_equal(got, truth)
+
+
+def test_detect_volume_with_the_liver_crop_runs_the_network_on_the_square(detector_bundle):
+    rng = np.random.default_rng(1)
+    hu = rng.normal(60, 40, (6, 48, 40)).astype(np.float32)
+    image = reoriented(sitk.GetImageFromArray(hu), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    liver = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    liver[2:4, 10:30, 8:25] = 1
+    model = load_model(detector_bundle)
+    model.config.inference["crop"] = "liver"
+    model.config.crop_margin_mm = 3.0
+    got = detect_volume(image, model, roi_mask=liver)
+
+    orientation = canonical_orientation(image)                  # expected: crop, detect, map back by hand
+    canon_hu, canon_liver = orientation.apply(sitk.GetArrayFromImage(image)), orientation.apply(liver) > 0
+    zs, ys, xs = (np.flatnonzero(canon_liver.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    y0, y1, x0, x1 = ys[0] - 3, ys[-1] + 4, xs[0] - 3, xs[-1] + 4   # spacing 1 mm: 3 px margin
+    side = max(y1 - y0, x1 - x0)
+    y0, x0 = y0 - (side - (y1 - y0)) // 2, x0 - (side - (x1 - x0)) // 2
+    padded = np.pad(canon_hu, ((0, 0), (100, 100), (100, 100)), constant_values=-100.0)
+    expected = np.zeros(canon_hu.shape, np.uint8)
+    for z in range(zs[0], zs[-1] + 1):
+        plane = padded[z, 100 + y0:100 + y0 + side, 100 + x0:100 + x0 + side]
+        (boxes, _), = detect_slices(model, [resize_slice(window_slice(plane, Window(-100.0, 400.0)), 64)])
+        scaled = boxes * side / 64 + np.array([x0, y0, x0, y0])
+        expected[z] = centre_mask({0: scaled}, (1,) + canon_hu.shape[1:], (1.0, 1.0))[0]
+    expected &= canon_liver
+    assert expected.any()
+    np.testing.assert_array_equal(got, to_image_order(expected, orientation))

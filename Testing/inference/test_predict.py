@@ -129,3 +129,45 @@ def test_onnx_runtime_matches_torch_on_a_bundle(tmp_path):
     a = predict_volume(image, load_model(tmp_path, runtime="torch"))
     b = predict_volume(image, load_model(tmp_path, runtime="onnx"))
     assert np.count_nonzero(a != b) <= max(1, a.size // 10000)
+
+
+def _left_half(batch):
+    """2-class logits marking the first half (low x) of every slice the network is fed: not mirror-symmetric."""
+    fg = np.full(batch[:, 0].shape, -10.0, np.float32)
+    fg[..., : batch.shape[-1] // 2] = 10.0
+    return np.stack([np.zeros_like(fg), fg], axis=1)
+
+
+def test_canonical_orientation_gives_the_same_physical_answer_for_any_direction_matrix():
+    hu = np.random.default_rng(1).integers(-300, 500, size=(6, 14, 20)).astype(np.int16)
+    size, spacing = hu.shape[::-1], (0.8, 0.9, 2.0)
+    plain = Geometry(size, spacing, (5.0, -3.0, 7.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    # the same voxels in the same physical places, stored with x and z reversed (direction diag(-1, 1, -1))
+    flipped = Geometry(size, spacing, plain.index_to_physical((size[0] - 1, 0, size[2] - 1)), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    expected = np.zeros(hu.shape, bool)
+    expected[..., : hu.shape[2] // 2] = True                   # patient right half (LPS x increasing = left)
+    answers = {}
+    for mode in ("canonical", "index"):
+        model = LoadedModel(_config(2, in_channels=3, inference={"divisor": 2, "orientation": mode}), _left_half)
+        a = predict_volume(plain.image_from_array(hu), model).astype(bool)
+        b = predict_volume(flipped.image_from_array(np.ascontiguousarray(hu[::-1, :, ::-1])), model)[::-1, :, ::-1]
+        answers[mode] = (a, b.astype(bool))
+    np.testing.assert_array_equal(answers["canonical"][0], expected)
+    np.testing.assert_array_equal(answers["canonical"][1], expected)
+    np.testing.assert_array_equal(answers["index"][1], ~expected)      # index order: the answer flips with the file
+
+
+def test_model_order_round_trip_with_permuted_axes():
+    from deepliver.inference.predict import from_model_order, model_orientation, to_model_order
+
+    # a coronal-like grid: index x -> patient L, index y -> patient S (reversed), index z -> patient P
+    grid = Geometry((5, 4, 3), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 0, 1, 0, -1, 0))
+    orientation = model_orientation(grid, "canonical")
+    assert orientation is not None and orientation.axes != (0, 1, 2)
+    a = np.arange(60).reshape(3, 4, 5)
+    moved = to_model_order(a, orientation)
+    assert moved.shape == (4, 3, 5)                           # (S, P, L) = (index y, index z, index x)
+    np.testing.assert_array_equal(from_model_order(moved[None], orientation)[0], a)
+    assert model_orientation(grid, "index") is None
+    with pytest.raises(Exception, match="orientation must be one of"):
+        model_orientation(grid, "ras")

@@ -18,11 +18,16 @@ def test_builds_offline_at_the_slice_size(variant):
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
     expected = (4, 6, 12, 24, 48)     # 16-256 px at 512 scaled to 96 px: 3 (raised to the 4 px minimum) .. 48
     sizes = model.rpn.anchor_generator.sizes
-    assert sizes == (tuple((a,) for a in expected) if variant == "resnet50_fpn_v2" else (expected,) * 3)
+    levels = {"resnet50_fpn_v2": 5, "mobilenet_v3_large_fpn": 3, "mobilenet_v3_large_fpn_s8": 4}[variant]
+    assert sizes == (tuple((a,) for a in expected) if variant == "resnet50_fpn_v2" else (expected,) * levels)
     model.eval()
     with torch.no_grad():   # a 96 slice reaches the backbone at 96, not upscaled to torchvision's 800
         images, _ = model.transform([torch.rand(3, 96, 96)])
+        maps = [tuple(f.shape[-2:]) for f in model.backbone(images.tensors).values()]
     assert tuple(images.tensors.shape[-2:]) == (96, 96)
+    strides = {"resnet50_fpn_v2": (4, 8, 16, 32, 64), "mobilenet_v3_large_fpn": (32, 32, 64),
+               "mobilenet_v3_large_fpn_s8": (8, 16, 32, 64)}[variant]   # the s8 variant's point: stride 8
+    assert maps == [(-(-96 // s),) * 2 for s in strides]
 
 
 def test_arguments_round_trip_through_model_json_with_explicit_anchors():

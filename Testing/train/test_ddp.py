@@ -25,5 +25,5 @@ def test_two_processes_end_identical_and_rank0_writes_the_run(tiny_dataset, tiny
     assert state_hash(load_state_dict(run / "model")) == rank0      # 1 epoch: best = last
     written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if "cache" not in p.parts)
     assert written == ["checkpoints", "checkpoints/best.pt", "checkpoints/last.pt", "config.json", "log.csv",
-                       "model", "model/model.json", "model/weights.safetensors"]
+                       "model", "model/model.json", "model/model.onnx", "model/weights.safetensors"]
     assert len(open(run / "log.csv").read().splitlines()) == 2      # header + one epoch, written once

@@ -144,3 +144,49 @@ def test_cli_refuses_a_convert_output_of_another_task(det_converted, tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"deepliver train: error: {det_converted}: this convert output holds tumor boxes, but --task is liver; "
         "convert again with --task liver"]
+
+
+def test_liver_crop_keeps_convert_slices_and_every_tumor_pixel(tiny_dataset, det_converted, tmp_path):
+    """Training slices cut to the liver: the same slice list as convert, the pixels an independent crop gives,
+    boxes that map back over every tumor pixel (one box per 8-connected component)."""
+    import cc3d
+    import SimpleITK as sitk
+
+    from deepliver.dataset.slices import Window, canonical_array, resize_slice, window_slice
+    from deepliver.inference.detect import rasterize_boxes, square_to_canonical
+    from deepliver.train.detection import DetectionData
+    from deepliver.train.detection_crop import crop_to_liver
+
+    data = DetectionData(det_converted, 64, (-100.0, 400.0), "tumor", tiny_dataset)
+    cropped = crop_to_liver(data, tmp_path / "crop", 2.0)
+    doc = json.loads((cropped.root / "coco_train.json").read_text())
+    names = [i["file_name"] for i in json.loads((det_converted / "coco_train.json").read_text())["images"]]
+    assert [i["file_name"] for i in doc["images"]] == names
+    checked = 0
+    for image in doc["images"]:
+        case, z = image["file_name"].rsplit("_", 1)[0], int(image["file_name"][-8:-4])
+        volume = read_volume(tiny_dataset / "imagesTr" / f"{case}.nii.gz")
+        hu = canonical_array(volume)[z]
+        label = canonical_array(read_label(tiny_dataset / "labelsTr" / f"{case}.nii.gz"))
+        ys, xs = np.nonzero(label.max(axis=0) >= 1)
+        sx, sy = sitk.DICOMOrient(volume, "LPS").GetSpacing()[:2]    # the canonical axes' spacing
+        gy, gx = int(np.ceil(2.0 / sy - 1e-6)), int(np.ceil(2.0 / sx - 1e-6))
+        y0, y1 = max(ys.min() - gy, 0), min(ys.max() + 1 + gy, hu.shape[0])
+        x0, x1 = max(xs.min() - gx, 0), min(xs.max() + 1 + gx, hu.shape[1])
+        side = max(y1 - y0, x1 - x0)
+        y0, x0 = y0 - (side - (y1 - y0)) // 2, x0 - (side - (x1 - x0)) // 2
+        plane = np.pad(hu, 64, constant_values=-100)[64 + y0:64 + y0 + side, 64 + x0:64 + x0 + side]
+        expected = resize_slice(window_slice(plane, Window(-100.0, 400.0)), 64)
+        np.testing.assert_array_equal(np.array(Image.open(cropped.root / "images" / "train" / image["file_name"])),
+                                      expected)
+        boxes = [a["bbox"] for a in doc["annotations"] if a["image_id"] == image["id"]]
+        tumor = label[z] == 2
+        assert len(boxes) == int(cc3d.connected_components(tumor.astype(np.uint8), connectivity=8).max())
+        if boxes:
+            edges = np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], float)
+            back = rasterize_boxes({0: square_to_canonical(edges, (y0, x0, side), 64)}, (1,) + tumor.shape)[0]
+            assert back[tumor].all()
+            checked += 1
+    assert checked and sitk.GetArrayFromImage(read_label(tiny_dataset / "labelsTr" / f"{case}.nii.gz")).any()
+    yolo = (cropped.root / "labels" / "train" / names[0].replace(".png", ".txt"))
+    assert yolo.is_file() and (cropped.root / "data.yaml").read_text().startswith(f'path: "{cropped.root.resolve()}"')

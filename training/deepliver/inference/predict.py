@@ -3,7 +3,9 @@
 
 Steps of ``predict_volume``: (tumor stage) crop the image to the ROI mask's bounding box + margin in mm ->
 resample to the bundle's target spacing (linear) -> clip and normalise intensities as the bundle says ->
-2D: batched slices with neighbour channels / 3D: sliding window with blending -> probabilities resampled
+(bundles with ``inference["orientation"] == "canonical"``) transpose/flip to the canonical ``(z, y, x)``
+order, z inferior -> superior, y anterior -> posterior, x right -> left (``model_orientation``) -> batched slices with neighbour channels / 3D: sliding window with blending -> probabilities back in the
+grid's index order and resampled
 (linear) back onto the (cropped) input grid -> threshold 0.5 (or argmax for > 2 classes) -> pasted into a
 ``(z, y, x)`` uint8 array on the input image's grid. Only the predictor needs torch or onnxruntime.
 """
@@ -19,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepliver.errors import ConfigError, GeometryError
+from deepliver.dataset.slices import Orientation, canonical_orientation
 from deepliver.imaging.geometry import Geometry
 from deepliver.imaging.resample import resample_to_geometry, spacing_geometry
 from deepliver.inference.predictor import OnnxPredictor, Predictor, TorchPredictor, resolve_device
@@ -30,12 +33,16 @@ from deepliver.progress import ProgressCallback
 
 __all__ = ["LoadedModel", "load_model", "model_from_module", "predict_volume", "normalize_intensity",
            "pad_value", "roi_box", "crop_to_roi", "resample_for_model", "SEGMENTATION_ARCHITECTURES",
-           "INFERENCE_DEFAULTS"]
+           "INFERENCE_DEFAULTS", "ORIENTATIONS", "model_orientation", "to_model_order", "from_model_order"]
 
 SEGMENTATION_ARCHITECTURES = ("unet",)
-INFERENCE_DEFAULTS = {"batch_size": 16, "overlap": 0.25, "blend": "gaussian", "divisor": 1}
+INFERENCE_DEFAULTS = {"batch_size": 16, "overlap": 0.25, "blend": "gaussian", "divisor": 1, "orientation": "index"}
 """Defaults for ``ModelConfig.inference`` keys: slices (2D) or windows (3D) per predictor call, window
-overlap and blending (3D), and the multiple every spatial size is padded to."""
+overlap and blending (3D), the multiple every spatial size is padded to, and the array order the network
+sees (``ORIENTATIONS``; bundles written before the key existed ran in index order)."""
+ORIENTATIONS = ("canonical", "index")
+"""``canonical``: arrays are transposed/flipped to patient axes (``deepliver.dataset.slices``), so the liver is
+on the same side of every slice whatever the scanner's direction matrix; ``index``: the grid's own order."""
 
 
 @dataclass
@@ -154,6 +161,36 @@ def resample_for_model(image: sitk.Image, target_spacing, is_label: bool = False
     return resample_to_geometry(image, target, is_label=is_label)
 
 
+def model_orientation(grid: Geometry, mode: str) -> Optional[Orientation]:
+    """The reorientation that brings arrays on ``grid`` to the order a network trained with ``mode`` expects
+    (``ORIENTATIONS``); None when nothing moves (index order, an already canonical grid, or a grid too oblique
+    to assign patient axes, near 45 degrees, which stays in index order)."""
+    if mode not in ORIENTATIONS:
+        raise ConfigError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {mode!r}")
+    if mode == "index":
+        return None
+    try:
+        orientation = canonical_orientation(grid)
+    except GeometryError:
+        return None
+    return None if orientation.is_identity else orientation
+
+
+def to_model_order(array: np.ndarray, orientation: Optional[Orientation]) -> np.ndarray:
+    """``(z, y, x)`` in the grid's index order -> the network's order (a contiguous copy when it moves)."""
+    return array if orientation is None else np.ascontiguousarray(orientation.apply(array))
+
+
+def from_model_order(array: np.ndarray, orientation: Optional[Orientation]) -> np.ndarray:
+    """The inverse of ``to_model_order`` for ``(..., z, y, x)`` arrays (leading axes, e.g. channels, kept)."""
+    if orientation is None:
+        return array
+    lead = array.ndim - 3
+    index = (slice(None),) * lead + tuple(slice(None, None, -1) if f else slice(None) for f in orientation.flip)
+    axes = tuple(range(lead)) + tuple(lead + int(a) for a in np.argsort(orientation.axes))
+    return np.ascontiguousarray(np.transpose(array[index], axes))
+
+
 def _probabilities(array: np.ndarray, model: LoadedModel, progress, stage: str) -> np.ndarray:
     config = model.config
     opts = {**INFERENCE_DEFAULTS, **config.inference}
@@ -207,7 +244,8 @@ def predict_volume(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[
     crop_geometry = Geometry.from_image(image)
     resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
     model_grid = Geometry.from_image(resampled)
-    array = normalize_intensity(sitk.GetArrayFromImage(resampled), config.intensity)
-    probs = _probabilities(array, model, progress, stage)
+    orientation = model_orientation(model_grid, str({**INFERENCE_DEFAULTS, **config.inference}["orientation"]))
+    array = to_model_order(normalize_intensity(sitk.GetArrayFromImage(resampled), config.intensity), orientation)
+    probs = from_model_order(_probabilities(array, model, progress, stage), orientation)
     out[box] = _back_to_grid(probs, model_grid, crop_geometry)
     return out

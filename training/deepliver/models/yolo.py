@@ -6,7 +6,10 @@ environment alone gets ``YOLO_CONFIG_DIR=RUN/yolo/settings`` and ``YOLO_OFFLINE=
 copy of matplotlib's DejaVuSans.ttf as ``Ultralytics/Arial.ttf``, because ultralytics' dataset check
 otherwise fetches Arial.ttf from GitHub even when offline. Together with a model built from a yaml
 (``yolov8n.yaml``, ``yolo11n.yaml``...: no weights) and ``plots=False``, training makes no network attempt.
-The optimizer is explicit (``optimizer="auto"`` would ignore the learning rate). Ultralytics' own loop
+The optimizer is explicit (``optimizer="auto"`` would ignore the learning rate). Every batch is an
+optimizer step (``nbs = batch``): ultralytics' nominal batch of 64 accumulates 64 / batch batches, which on a
+small dataset leaves a few steps an epoch. Its warmup lasts ``max(warmup_epochs * batches, 100)``
+iterations (all of a short run on small data); ``warmup_epochs = 0`` turns it off. Ultralytics' own loop
 does early stopping (``patience``) and keeps the best epoch by its fitness (0.1 mAP50 + 0.9 mAP50-95);
 its pickled ``best.pt`` stays inside RUN and is converted by the child to ``export/weights.safetensors``
 + ``export/model_yaml.json``; the parent process and inference never unpickle anything.
@@ -56,7 +59,8 @@ def require_ultralytics() -> None:
 class YoloTrainOptions:
     """Ultralytics training settings. ``model_yaml``: an ultralytics model name (``yolov8n.yaml``) or a path;
     ``image_size``: ``imgsz`` (a multiple of 32; the convert slice size); ``lr``: ``lr0``; ``patience``:
-    epochs without improvement before early stopping; ``resume``: continue ``RUN/yolo/train/weights/last.pt``."""
+    epochs without improvement before early stopping; ``resume``: continue ``RUN/yolo/train/weights/last.pt``;
+    ``warmup_epochs``: ultralytics' (0: none); ``scale``: its random zoom gain (``1 +- scale``)."""
 
     model_yaml: str = "yolov8n.yaml"
     epochs: int = 50
@@ -70,6 +74,8 @@ class YoloTrainOptions:
     patience: int = 20
     amp: bool = False
     resume: bool = False
+    warmup_epochs: float = 3.0
+    scale: float = 0.5
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -238,7 +244,8 @@ def _child(spec_path: str) -> int:
                       lr0=opts["lr"], optimizer=opts["optimizer"], device=opts["device"], seed=opts["seed"],
                       deterministic=True, workers=opts["workers"], patience=opts["patience"], amp=opts["amp"],
                       plots=False, pretrained=False, project=str(folder), name="train", exist_ok=True,
-                      verbose=False)
+                      verbose=False, nbs=opts["batch"], warmup_epochs=opts.get("warmup_epochs", 3.0),
+                      scale=opts.get("scale", 0.5))
     model.add_callback("on_fit_epoch_end", lambda trainer: write_json_atomic(
         folder / "progress.json", {"epoch": int(trainer.epoch) + 1}))
     model.train(**kwargs)

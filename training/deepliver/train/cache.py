@@ -1,10 +1,11 @@
 """Per-case preprocessing done once and cached as ``.npy``, so epochs never re-read NIfTI.
 
 A cache entry is a folder ``<cache_dir>/<case>-<key>/`` (``key`` = sha256 of the image and label files and
-of the preprocessing: target spacing, window, normalisation, task crop) holding:
+of the preprocessing: target spacing, window, normalisation, orientation, task crop) holding:
 
-- ``image.npy``: float32 ``(z, y, x)`` at the target spacing, clipped and normalised (``predict.py``'s code);
-- ``label.npy``: uint8 ``(z, y, x)`` label values 0/1/2 on the same grid (nearest neighbour);
+- ``image.npy``: float32 ``(z, y, x)`` at the target spacing, clipped and normalised and (orientation
+  ``canonical``) in patient-axis order, all with ``predict.py``'s code, so training sees what inference feeds;
+- ``label.npy``: uint8 ``(z, y, x)`` label values 0/1/2 on the same grid (nearest neighbour), same order;
 - ``meta.json``: case id, grids, per-task foreground statistics (slices and sampled voxels);
 - with ``keep_original``: ``original_image.npy`` (HU, input grid) and ``original_label.npy``, which
   validation turns back into SimpleITK images for ``predict_volume`` without decompressing NIfTI.
@@ -32,14 +33,15 @@ import SimpleITK as sitk
 from deepliver.errors import InputError
 from deepliver.imaging.geometry import Geometry
 from deepliver.imaging.volumes import read_label, read_volume
-from deepliver.inference.predict import crop_to_roi, normalize_intensity, pad_value, resample_for_model
+from deepliver.inference.predict import (crop_to_roi, model_orientation, normalize_intensity, pad_value,
+                                         resample_for_model, to_model_order)
 from deepliver.models.bundle import Intensity
 from deepliver.progress import ProgressCallback
 
 __all__ = ["CACHE_VERSION", "CaseFiles", "Preprocessing", "list_cases", "file_sha256", "cache_key",
            "cache_case", "build_cache", "task_mask", "FG_SAMPLES"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FG_SAMPLES = 4000
 """Foreground voxel coordinates kept per case and task for positive sampling."""
 
@@ -54,16 +56,18 @@ class CaseFiles:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What the cache depends on (besides the files): ``target_spacing`` ``(x, y, z)`` mm, intensity, task."""
+    """What the cache depends on (besides the files): ``target_spacing`` ``(x, y, z)`` mm, intensity, task,
+    crop margin and the array order (``deepliver.inference.predict.ORIENTATIONS``)."""
     target_spacing: tuple
     intensity: Intensity
     task: str
     crop_margin_mm: float
+    orientation: str = "canonical"
 
     def digest(self) -> str:
         data = {"v": CACHE_VERSION, "spacing": list(self.target_spacing), "window": list(self.intensity.window),
                 "norm": self.intensity.normalization, "mean": self.intensity.mean, "std": self.intensity.std,
-                "crop": self.crop_margin_mm if self.task == "tumor" else None}
+                "crop": self.crop_margin_mm if self.task == "tumor" else None, "orientation": self.orientation}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -145,9 +149,12 @@ def cache_case(files: CaseFiles, prep: Preprocessing, cache_dir: Path, keep_orig
             image_f, label = cropped, crop_to_roi(label, liver, prep.crop_margin_mm)[0]
     img = resample_for_model(image_f, prep.target_spacing)
     lab = resample_for_model(label, prep.target_spacing, is_label=True)
-    array = normalize_intensity(sitk.GetArrayFromImage(img), prep.intensity)
-    lab_array = sitk.GetArrayFromImage(lab).astype(np.uint8)
+    orientation = model_orientation(Geometry.from_image(img), prep.orientation)
+    array = to_model_order(normalize_intensity(sitk.GetArrayFromImage(img), prep.intensity), orientation)
+    lab_array = to_model_order(sitk.GetArrayFromImage(lab).astype(np.uint8), orientation)
     meta = {"case": files.case, "grid": Geometry.from_image(img).to_dict(), "has_roi": has_roi,
+            "orientation": None if orientation is None else {"axes": list(orientation.axes),
+                                                             "flip": list(orientation.flip)},
             "pad_value": pad_value(prep.intensity), "original_grid": Geometry.from_image(image).to_dict(),
             "foreground": _foreground_stats(lab_array, np.random.default_rng(0))}
     cache_dir.mkdir(parents=True, exist_ok=True)

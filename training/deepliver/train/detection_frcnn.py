@@ -1,7 +1,9 @@
 """The Faster R-CNN training loop (see ``deepliver.train.detection`` for the data and validation).
 
 One epoch = one pass over the ``train`` slices of the convert output (shuffled by ``(seed, epoch)``),
-SGD with momentum 0.9 and ``optim.weight_decay``, gradient norm clipped to ``optim.grad_clip``. After each
+``detector.optimizer`` (SGD with momentum 0.9, or AdamW) with ``optim.weight_decay``, gradient norm clipped
+to ``optim.grad_clip``; the learning rate rises linearly over the first ``detector.warmup_steps`` steps of
+the first epoch (torchvision's reference recipe; a function of the step, so resuming is unaffected). After each
 epoch: validation Dice (``validate_detector``) at the best of ``THRESHOLDS`` (the threshold the bundle
 will get is chosen the same way at the end; without a source dataset the metric is minus the mean
 training loss), ReduceLROnPlateau and early stopping on it (``deepliver.train.callbacks``), ``best.pt``
@@ -39,7 +41,12 @@ def _epoch(model, dataset, optimizer, scaler, epoch: int, config, device: str,
     dataset.set_epoch(epoch)
     total, steps = 0.0, math.ceil(len(dataset) / batch_size)
     use_amp = bool(config.amp) and device.startswith("cuda")
+    warmup = int(config.detector.warmup_steps) if epoch == 0 else 0
+    base_lr = [group["lr"] for group in optimizer.param_groups]
     for step in range(steps):
+        if warmup:
+            for group, lr in zip(optimizer.param_groups, base_lr):
+                group["lr"] = lr * min(1.0, (step + 1) / warmup)
         images, targets = collate([dataset[int(i)] for i in order[step * batch_size:(step + 1) * batch_size]])
         images = [im.to(device) for im in images]
         targets = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in t.items()} for t in targets]
@@ -58,7 +65,24 @@ def _epoch(model, dataset, optimizer, scaler, epoch: int, config, device: str,
         total += float(loss.detach())
         if progress:
             progress(f"epoch {epoch + 1}/{config.optim.epochs}", step + 1, steps)
+    for group, lr in zip(optimizer.param_groups, base_lr):
+        group["lr"] = lr
     return total / max(steps, 1)
+
+
+def make_optimizer(model, config):
+    """``detector.optimizer``: SGD (momentum 0.9) or AdamW, at ``optim.lr`` with ``optim.weight_decay``."""
+    import torch
+
+    from deepliver.errors import ConfigError
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr, decay = float(config.optim.lr), float(config.optim.weight_decay)
+    if config.detector.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay)
+    if config.detector.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    raise ConfigError(f"detector.optimizer must be sgd or adamw, got {config.detector.optimizer!r}")
 
 
 def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
@@ -78,10 +102,10 @@ def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
     device = resolve_device(config.device)
     torch.manual_seed(int(config.seed))
     args = FasterRCNNArgs(variant=config.detector.backbone, image_size=data.size,
-                          box_batch_size_per_image=int(config.detector.box_batch_size_per_image))
+                          box_batch_size_per_image=int(config.detector.box_batch_size_per_image),
+                          rpn_post_nms_top_n_test=int(config.detector.test_proposals))
     model = build_fasterrcnn(args, pretrained=bool(config.detector.pretrained)).to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=float(config.optim.lr),
-                                momentum=0.9, weight_decay=float(config.optim.weight_decay))
+    optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.optim)
     scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp) and device.startswith("cuda"))
     best, stopper = BestMetric(), EarlyStopping(config.optim.early_stop_patience)

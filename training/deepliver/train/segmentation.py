@@ -77,7 +77,7 @@ def model_config(config: TrainConfig, fingerprint: Optional[dict] = None) -> Mod
         training={"model": config.model, "seed": config.seed, "config": config.to_dict()},
         inference={**INFERENCE_DEFAULTS, "batch_size": config.validation.batch_size,
                    "overlap": config.validation.overlap, "blend": config.validation.blend,
-                   "divisor": divisor(u.strides)})
+                   "divisor": divisor(u.strides), "orientation": d.orientation})
 
 
 def _validation_image(entry: Path):
@@ -106,7 +106,8 @@ def _prepare_data(dataset: Path, run: RunPaths, config: TrainConfig, ctx, progre
     cases = list_cases(dataset)
     train_ids, val_ids = split_dataset(dataset, [c.case for c in cases], config)
     prep = Preprocessing(tuple(config.data.target_spacing), Intensity(tuple(config.data.window),
-                         config.data.normalization), config.task, config.data.crop_margin_mm)
+                         config.data.normalization), config.task, config.data.crop_margin_mm,
+                         config.data.orientation)
     wanted = [c for c in cases if c.case in set(train_ids) | set(val_ids)]
     entries = None
     if ctx.is_main:
@@ -226,3 +227,5 @@ def _write_bundle(run: RunPaths, mc: ModelConfig, best: BestMetric, val_entries:
                      "cases": len(val_entries), "on": "original grid, whole volumes (predict_volume)"}
     mc.training["epochs_run"] = int(load_checkpoint(run.last)["epoch"])
     save_bundle(run.bundle, mc, state["model"])
+    from deepliver.models.onnx_export import try_export_onnx  # issue 8: model.onnx; a failure only warns
+    try_export_onnx(run.bundle)
