@@ -111,12 +111,13 @@ def crop_to_liver(data, out: str | os.PathLike, margin_mm: float,
     work = [(split, case, names) for split in ("train", "val", "test")
             for case, names in sorted(_slices_by_case(data.root, split).items())]
     entries: dict[str, list] = defaultdict(list)
+    for split in ("train", "val", "test"):  # every split's folders, even empty: data.yaml names them all
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     for done, (split, case, names) in enumerate(work, start=1):
         if case not in files:
             raise InputError(f"case {case} of coco_{split}.json is not in the dataset {data.dataset}; convert "
                              "again from this dataset", data.root)
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         for entry, pixels in _case_slices(*files[case], names, data, margin_mm):
             write_bytes_atomic(out / "images" / split / entry.file_name, encode_png(pixels))
             write_text_atomic(out / "labels" / split / f"{entry.stem}.txt", yolo_text(entry))
