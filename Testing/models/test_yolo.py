@@ -1,8 +1,8 @@
 """YOLO through ultralytics: rebuild from yaml + safetensors, detection post-processing, the offline font.
 
 A ``sitecustomize`` on the child's PYTHONPATH records and refuses every non-loopback connection and DNS
-lookup, so a network attempt shows in its log whatever ultralytics does with the error (``GUARD`` is also
-used by Testing/train/test_detection.py: keep them alike). Training itself is tested there, end to end.
+lookup (the ``network_guard`` fixture of Testing/conftest.py), so a network attempt shows in its log
+whatever ultralytics does with the error. Training itself is tested there, end to end.
 """
 
 import json
@@ -19,36 +19,6 @@ from deepliver.inference.predict import load_model, model_from_module
 from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
 from deepliver.models.yolo import YoloTrainOptions, build_yolo, offline_env, offline_settings_dir, yolo_detect
 
-GUARD = '''
-import os, socket
-_log = os.environ["NETGUARD_LOG"]
-def _local(host):
-    return host in (None, "", "localhost", "::1") or str(host).startswith("127.")
-def _refuse(what):
-    with open(_log, "a") as f:
-        f.write(what + "\\n")
-    raise OSError("network blocked by the test: " + what)
-_connect, _getaddrinfo = socket.socket.connect, socket.getaddrinfo
-def connect(self, address):
-    if isinstance(address, tuple) and not _local(address[0]):
-        _refuse("connect %r" % (address,))
-    return _connect(self, address)
-def getaddrinfo(host, *args, **kwargs):
-    if not _local(host):
-        _refuse("getaddrinfo %r" % (host,))
-    return _getaddrinfo(host, *args, **kwargs)
-socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
-'''
-
-
-def guarded(monkeypatch, tmp_path):
-    guard = tmp_path / "guard"
-    guard.mkdir()
-    (guard / "sitecustomize.py").write_text(GUARD)
-    log = tmp_path / "network.log"
-    monkeypatch.setenv("PYTHONPATH", str(guard))
-    monkeypatch.setenv("NETGUARD_LOG", str(log))
-    return log
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +36,12 @@ def random_yolo(yaml_dict):
     return build_yolo(yaml_dict).eval()
 
 
-def test_without_the_local_font_ultralytics_goes_online(tmp_path, monkeypatch):
+def test_without_the_local_font_ultralytics_goes_online(tmp_path, monkeypatch, network_guard):
     """Ultralytics' dataset check (``check_font``) in the training child's environment, minus the copied
     font, tries a download from GitHub (refused here). Training with the font makes no attempt at all:
     Testing/train/test_detection.py runs it under the same guard."""
     pytest.importorskip("ultralytics", reason="ultralytics (extra 'yolo') is not installed")
-    log = guarded(monkeypatch, tmp_path)
+    log = network_guard
     env = offline_env(offline_settings_dir(tmp_path / "settings", install_font=False))
     code = "from ultralytics.utils.checks import check_font\ntry:\n    check_font('Arial.ttf')\nexcept Exception:\n    pass\n"
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=120)
@@ -103,10 +73,10 @@ def test_detect_applies_threshold_and_nms(yaml_dict):
     assert float(iou.max()) <= 0.3 + 1e-6
 
 
-def test_inference_import_is_offline_and_keeps_stdout_clean(yaml_dict, tmp_path, monkeypatch):
+def test_inference_import_is_offline_and_keeps_stdout_clean(yaml_dict, tmp_path, monkeypatch, network_guard):
     """Rebuilding a YOLO network in a fresh process (no ultralytics settings yet) makes no network attempt
     and prints nothing on stdout (where ``--progress json`` lines go)."""
-    log = guarded(monkeypatch, tmp_path)
+    log = network_guard
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
