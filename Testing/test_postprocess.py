@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from deepliver.postprocess import (PostprocessOptions, binary_close_mm, binary_dilate_mm, fill_holes_2d,
                                    fill_holes_3d, largest_component, postprocess_file, postprocess_label,
-                                   postprocess_liver, postprocess_tumor, remove_small_components, sidecar_path)
+                                   postprocess_tumor, remove_small_components, sidecar_path)
 
 SPACING = (0.7, 0.9, 2.2)  # x, y, z mm (anisotropic)
 

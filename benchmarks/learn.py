@@ -173,7 +173,7 @@ def main() -> None:
     tbest = read_bundle_config(tbundle).validation["dice"]
     ts = tumor_scores(dataset, tbundle)
     when = f"epoch {reached[0]}, {reached[1]:.0f} s" if reached else "not reached"
-    print(f"\n| model | val Dice | target | wall (s) | load | vs baseline |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| model | val Dice | target | wall (s) | load | vs baseline |\n|---|---:|---:|---:|---:|---:|")
     print(f"| liver: HU band + largest component (baseline) | {base:.4f} | - | - | - | 1.00x |")
     print(f"| liver: 2D U-Net (best epoch; >= 0.95 at {when}) | {best:.4f} | >= 0.95 in 600 s | {wall:.0f} | "
           f"{load:.1f} | {best / base:.2f}x |")

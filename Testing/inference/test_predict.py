@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from scipy import ndimage
 
 from deepliver.imaging.geometry import Geometry

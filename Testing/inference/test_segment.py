@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from deepliver.dataset.phantom import make_phantom
-from deepliver.imaging import Geometry, list_series, read_label, read_volume, same_geometry, write_dicom_series, write_volume
+from deepliver.imaging import list_series, read_label, read_volume, same_geometry, write_dicom_series, write_volume
 from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
 
 torch = pytest.importorskip("torch")
