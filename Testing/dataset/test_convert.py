@@ -25,6 +25,7 @@ from deepliver.dataset.export import export_case
 from deepliver.dataset.layout import dataset_json
 from deepliver.dataset.slices import Window
 from deepliver.errors import InputError
+from testhelpers import reoriented as cv_reoriented
 
 SHAPE = (12, 40, 48)  # z, y, x: non-square so that an x/y mix-up shows
 
@@ -51,21 +52,6 @@ def cv_case(seed, liver=True):
     label = sitk.GetImageFromArray(lab)
     label.CopyInformation(image)
     return image, label
-
-
-def cv_reoriented(image, direction):
-    """The same physical image on a grid whose index axes follow ``direction`` (signed permutation)."""
-    d = np.asarray(direction, dtype=float).reshape(3, 3)
-    size_in, spacing_in = np.array(image.GetSize()), np.array(image.GetSpacing())
-    lo = np.array(image.GetOrigin())
-    hi = lo + (size_in - 1) * spacing_in
-    size, spacing, origin = [0] * 3, [0.0] * 3, lo.copy()
-    for i in range(3):
-        p = int(np.argmax(np.abs(d[:, i])))
-        size[i], spacing[i] = int(size_in[p]), float(spacing_in[p])
-        origin[p] = hi[p] if d[p, i] < 0 else lo[p]
-    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor, origin.tolist(), spacing,
-                         d.ravel().tolist(), 0, image.GetPixelID())
 
 
 def cv_write_dataset(root, cases):

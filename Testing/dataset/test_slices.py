@@ -11,6 +11,7 @@ from PIL import Image
 from deepliver.dataset.slices import (Window, canonical_array, canonical_orientation, encode_png, resize_slice,
                                       window_slice)
 from deepliver.errors import ConfigError, GeometryError
+from testhelpers import reoriented as _same_anatomy
 
 
 def _identity_image(shape_zyx=(6, 9, 11), seed=0):
@@ -20,22 +21,6 @@ def _identity_image(shape_zyx=(6, 9, 11), seed=0):
     image.SetSpacing((0.7, 0.9, 2.5))
     image.SetOrigin((-10.0, 20.0, 30.0))
     return image
-
-
-def _same_anatomy(identity, direction):
-    """The same physical image on a grid whose index axes follow ``direction`` (a signed permutation),
-    made with SimpleITK's resampler (independent of the code under test): nearest neighbour at exact centers."""
-    d = np.asarray(direction, dtype=float).reshape(3, 3)
-    size_in, spacing_in = np.array(identity.GetSize()), np.array(identity.GetSpacing())
-    lo = np.array(identity.GetOrigin())
-    hi = lo + (size_in - 1) * spacing_in
-    size, spacing, origin = [0] * 3, [0.0] * 3, lo.copy()
-    for i in range(3):
-        p = int(np.argmax(np.abs(d[:, i])))
-        size[i], spacing[i] = int(size_in[p]), float(spacing_in[p])
-        origin[p] = hi[p] if d[p, i] < 0 else lo[p]
-    return sitk.Resample(identity, size, sitk.Transform(), sitk.sitkNearestNeighbor, origin.tolist(), spacing,
-                         d.ravel().tolist(), 0, identity.GetPixelID())
 
 
 def _signed_permutations():

@@ -17,6 +17,7 @@ from deepliver.inference.detect import (boxes_to_mask, crop_square, detect_slice
 from deepliver.inference.predict import load_model, predict_volume
 from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
 from deepliver.models.fasterrcnn import build_fasterrcnn
+from testhelpers import reoriented
 
 
 def centre_mask(boxes, shape, scale):
@@ -53,21 +54,6 @@ def test_convert_box_round_trips_to_its_pixels():
     edges = np.array([[box.x_min, box.y_min, box.x_max + 1, box.y_max + 1]], float)   # COCO -> [x1, y1, x2, y2]
     got = rasterize_boxes({0: edges}, truth.shape, (size / width, size / height))
     np.testing.assert_array_equal(got, truth)
-
-
-def reoriented(image, direction):
-    """The same physical image on a grid whose index axes follow ``direction`` (a signed permutation)."""
-    d = np.asarray(direction, float).reshape(3, 3)
-    size_in, spacing_in = np.array(image.GetSize()), np.array(image.GetSpacing())
-    lo = np.array(image.GetOrigin())
-    hi = lo + (size_in - 1) * spacing_in
-    size, spacing, origin = [0] * 3, [0.0] * 3, lo.copy()
-    for i in range(3):
-        p = int(np.argmax(np.abs(d[:, i])))
-        size[i], spacing[i] = int(size_in[p]), float(spacing_in[p])
-        origin[p] = hi[p] if d[p, i] < 0 else lo[p]
-    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor, origin.tolist(), spacing,
-                         d.ravel().tolist(), 0, image.GetPixelID())
 
 
 @pytest.mark.parametrize("direction", [(-1, 0, 0, 0, -1, 0, 0, 0, 1),   # RAS-like flips of x and y
