@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from deepliver import imaging
 from deepliver.errors import GeometryError, InputError
+from deepliver.imaging.dicom import select_series
 from deepliver.imaging.geometry import Geometry, geometry_differences
 from deepliver.labels import check_label_values
 
@@ -66,24 +67,13 @@ def _read_image(image, series: Optional[str], key: bytes):
     path = Path(image)
     if path.is_dir():
         infos = imaging.list_series(path, key=key)
-        info = _pick_series(infos, series, path)
+        info = select_series(infos, series, path)
         return imaging.read_volume(path, series=info.series_id), info, "dicom"
     if series is not None:
         raise InputError(f"--series {series!r} applies to DICOM folders only; this is a file", path)
     return imaging.read_volume(path), None, "file"
 
 
-def _pick_series(infos, wanted: Optional[str], folder: Path):
-    if wanted is None and len(infos) == 1:
-        return infos[0]
-    listing = "; ".join(info.label() for info in infos)
-    if wanted is None:
-        raise InputError(f"the folder holds {len(infos)} DICOM series: {listing}; choose one with --series "
-                         "(its SeriesInstanceUID or short id)", folder)
-    found = [info for info in infos if info.matches(wanted)]
-    if len(found) != 1:
-        raise InputError(f"no DICOM series {wanted!r} here; the folder holds: {listing}", folder)
-    return found[0]
 
 
 def hu_array(image: sitk.Image) -> np.ndarray:

@@ -34,7 +34,7 @@ from deepliver.imaging.dicom_headers import (DICOMDIR, NOT_A_SLICE, NOT_DICOM, U
 from deepliver.imaging.dicom_pixels import read_pixels
 
 __all__ = ["SeriesInfo", "SeriesList", "Skipped", "list_series", "read_dicom_series", "skipped_summary",
-           "patient_key", "DEFAULT_PATIENT_KEY"]
+           "select_series", "patient_key", "DEFAULT_PATIENT_KEY"]
 
 DEFAULT_PATIENT_KEY = b"deepliver/patient-key/v1"
 """Key used for ``patient_key`` when none is given. Pass your own secret key to make keys unlinkable."""
@@ -218,11 +218,19 @@ def _choose(groups: dict[str, list[SliceHeader]], wanted: str | None, folder: Pa
         return next(iter(groups))
     infos = sorted((_info(sid, slices, None) for sid, slices in groups.items()),
                    key=lambda s: (s.study_date, s.description, s.series_id))
+    return select_series(infos, wanted, folder).series_id
+
+
+def select_series(infos: Sequence["SeriesInfo"], wanted: str | None, folder) -> "SeriesInfo":
+    """The one series of ``infos`` that ``wanted`` names (SeriesInstanceUID, id or short id; None when there is
+    only one). ``ReadError`` naming ``folder`` and listing the series otherwise."""
+    if wanted is None and len(infos) == 1:
+        return infos[0]
     listing = "; ".join(s.label() for s in infos)
     if wanted is None:
-        raise ReadError(f"the folder holds {len(groups)} DICOM series: {listing}; pass --series ID with one "
+        raise ReadError(f"the folder holds {len(infos)} DICOM series: {listing}; pass --series ID with one "
                         "of these ids (or the SeriesInstanceUID)", folder)
     found = [s for s in infos if s.matches(wanted)]
     if len(found) != 1:
         raise ReadError(f"no DICOM series '{wanted}' here; the folder holds: {listing}", folder)
-    return found[0].series_id
+    return found[0]

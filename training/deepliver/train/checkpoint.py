@@ -19,7 +19,7 @@ import numpy as np
 from deepliver.atomic import atomic_path
 from deepliver.errors import InputError
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "rng_state", "set_rng_state", "save_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "rng_state", "set_rng_state", "restore_training_state", "save_checkpoint",
            "load_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
@@ -82,3 +82,18 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, A
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"not a deepliver checkpoint of format {CHECKPOINT_FORMAT}", path)
     return state
+
+
+def restore_training_state(state: dict[str, Any], *, model, optimizer, scheduler, scaler,
+                           callbacks: dict[str, Any]) -> int:
+    """Load a checkpoint ``state`` (from ``load_checkpoint``) into the training objects: model, optimizer,
+    scheduler, AMP scaler, each callback of ``callbacks`` (name in ``state["callbacks"]`` -> object with
+    ``load_state_dict``) and the RNG states. Returns the epoch to continue from."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    for name, callback in callbacks.items():
+        callback.load_state_dict(state["callbacks"][name])
+    set_rng_state(state["rng"])
+    return int(state["epoch"])

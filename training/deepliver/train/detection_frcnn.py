@@ -95,7 +95,7 @@ def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
     from deepliver.models.bundle import save_bundle
     from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
     from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler
-    from deepliver.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from deepliver.train.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
     from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
                                           validate_detector)
 
@@ -112,15 +112,9 @@ def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
     checkpoints = out / "checkpoints"
     start = 0
     if resume:
-        state = load_checkpoint(checkpoints / "last.pt", device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        best.load_state_dict(state["callbacks"]["best"])
-        stopper.load_state_dict(state["callbacks"]["early_stopping"])
-        set_rng_state(state["rng"])
-        start = int(state["epoch"])
+        start = restore_training_state(load_checkpoint(checkpoints / "last.pt", device), model=model,
+                                       optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                       callbacks={"best": best, "early_stopping": stopper})
     flip = float(config.augment.flip_prob) if config.augment.enabled else 0.0
     train_set = CocoSlices(data.root, "train", flip_prob=flip, seed=int(config.seed))
     if not len(train_set):

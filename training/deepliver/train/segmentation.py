@@ -27,7 +27,7 @@ from deepliver.progress import ProgressCallback
 from deepliver.train import ddp
 from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
 from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer
-from deepliver.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepliver.train.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
 from deepliver.train.config import TrainConfig
 from deepliver.train.data import SampleSource, TrainingSamples, load_cached
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
@@ -160,14 +160,8 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         best, early, start = BestMetric(), EarlyStopping(o.early_stop_patience), 0
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            best.load_state_dict(state["callbacks"]["best"])
-            early.load_state_dict(state["callbacks"]["early"])
-            set_rng_state(state["rng"])
-            start = int(state["epoch"])
+            start = restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler,
+                                           scaler=scaler, callbacks={"best": best, "early": early})
         net = ddp.wrap(model, ctx)
         loss_fn = make_loss()
         options = StepOptions(ctx.device, config.amp, o.grad_clip,
