@@ -2,6 +2,8 @@
 
 import pytest
 
+import deepliver  # noqa: F401  first, before any test module runs torch: it sets MKL_CBWR (see its __init__)
+
 # Records and refuses every non-loopback connection and DNS lookup of a child process that imports it as
 # its sitecustomize.
 GUARD = '''

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from deepliver.train.augment import Augmenter
-from deepliver.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from deepliver.train.checkpoint import (CheckpointError, determinism, load_checkpoint, rng_state, save_checkpoint,
+                                       set_rng_state)
 from deepliver.train.config import AugmentSection
 from deepliver.train.data import CachedCase, SampleSource, TrainingSamples, crop_patch
 
@@ -72,3 +76,50 @@ def test_corrupted_checkpoint_is_one_line(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path)
     assert "\n" not in str(e.value) and str(e.value).startswith(f"{path}: cannot read checkpoint (")
+
+
+def _torch_settings():
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+            torch.backends.mkldnn.deterministic)
+
+
+def test_determinism_applies_inside_and_restores_on_exit_even_after_an_error():
+    before = _torch_settings()
+    with determinism(True):
+        assert _torch_settings() == (True, False, True)
+        # indexing backward with repeated indices: the parallel atomic-add path is off in this mode
+        x = torch.zeros(50_000, requires_grad=True)
+        index = torch.randint(0, 50_000, (400_000,), generator=torch.Generator().manual_seed(0))
+        x[index].sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), np.bincount(index.numpy(), minlength=50_000))
+    assert _torch_settings() == before
+    with pytest.raises(RuntimeError):
+        with determinism(False):
+            assert _torch_settings() == (False, True, False)
+            raise RuntimeError("training failed")
+    assert _torch_settings() == before
+
+
+MKL_PROBE = """
+import ctypes, os, sys
+import deepliver, torch
+torch.rand(8, 8) @ torch.rand(8, 8)
+try:
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    get = lib.mkl_serv_cbwr_get
+except (OSError, AttributeError):
+    sys.exit(3)
+print(get(-1))
+"""
+
+
+def test_import_deepliver_makes_mkl_independent_of_memory_alignment():
+    """MKL_CBWR=AUTO,STRICT must reach MKL (read once, at its first call): without it, identical Faster
+    R-CNN steps differed in the last bit on a busy machine and exact resume failed."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    r = subprocess.run([sys.executable, "-c", MKL_PROBE], env=env, capture_output=True, text=True)
+    if r.returncode == 3:
+        pytest.skip("this torch build has no MKL with a CBWR query (not x86 Linux)")
+    assert r.returncode == 0, r.stderr
+    mode = int(r.stdout)
+    assert mode & 0x10000, f"MKL CBWR mode {mode:#x} lacks STRICT"     # MKL_CBWR_STRICT

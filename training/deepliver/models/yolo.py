@@ -70,6 +70,7 @@ class YoloTrainOptions:
     optimizer: str = "SGD"
     device: str = "cpu"
     seed: int = 0
+    deterministic: bool = True
     workers: int = 0
     patience: int = 20
     amp: bool = False
@@ -242,7 +243,7 @@ def _child(spec_path: str) -> int:
         model = YOLO(opts["model_yaml"])
         kwargs = dict(data=spec["data"], epochs=opts["epochs"], batch=opts["batch"], imgsz=opts["image_size"],
                       lr0=opts["lr"], optimizer=opts["optimizer"], device=opts["device"], seed=opts["seed"],
-                      deterministic=True, workers=opts["workers"], patience=opts["patience"], amp=opts["amp"],
+                      deterministic=opts.get("deterministic", True), workers=opts["workers"], patience=opts["patience"], amp=opts["amp"],
                       plots=False, pretrained=False, project=str(folder), name="train", exist_ok=True,
                       verbose=False, nbs=opts["batch"], warmup_epochs=opts.get("warmup_epochs", 3.0),
                       scale=opts.get("scale", 0.5))

@@ -131,6 +131,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    deterministic: bool = True  # deterministic kernels (indexing, cuDNN); False: a few % faster on GPU
     unet: UnetSection = field(default_factory=UnetSection)
     data: DataSection = field(default_factory=DataSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
@@ -155,7 +156,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Per-model overrides of the dataclass defaults (``section.key`` -> value)."""
 
-_TOP = ("model", "task", "seed", "device", "amp")
+_TOP = ("model", "task", "seed", "device", "amp", "deterministic")
 
 
 def _keys(config: TrainConfig) -> list[str]:

@@ -88,6 +88,13 @@ def make_optimizer(model, config):
 def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
                             progress: Optional[ProgressCallback] = None) -> Path:
     """Train Faster R-CNN on ``data`` (``DetectionData``) into ``out``; returns the bundle ``out/model``."""
+    from deepliver.train.checkpoint import determinism
+
+    with determinism(config.deterministic):
+        return _train(data, out, config, resume, progress)
+
+
+def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCallback]) -> Path:
     import torch
 
     from deepliver.inference.predict import model_from_module
@@ -95,12 +102,13 @@ def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
     from deepliver.models.bundle import save_bundle
     from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
     from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler
-    from deepliver.train.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
+    from deepliver.train.checkpoint import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
+                                           seed_everything)
     from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
                                           validate_detector)
 
     device = resolve_device(config.device)
-    torch.manual_seed(int(config.seed))
+    seed_everything(int(config.seed))
     args = FasterRCNNArgs(variant=config.detector.backbone, image_size=data.size,
                           box_batch_size_per_image=int(config.detector.box_batch_size_per_image),
                           rpn_post_nms_top_n_test=int(config.detector.test_proposals))

@@ -9,7 +9,6 @@ the schedule, early stopping and ``best.pt`` follow and the bundle records.
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,21 +26,14 @@ from deepliver.progress import ProgressCallback
 from deepliver.train import ddp
 from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
 from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer
-from deepliver.train.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
+from deepliver.train.checkpoint import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
+                                       determinism, seed_everything)
 from deepliver.train.config import TrainConfig
 from deepliver.train.data import SampleSource, TrainingSamples, load_cached
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
 from deepliver.train.run import RunPaths
 
 __all__ = ["train_unet", "split_dataset", "model_config", "validate", "seed_everything"]
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def split_dataset(dataset: Path, case_ids: list[str], config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -143,66 +135,68 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
 
     run = RunPaths(Path(out))
     ctx = ddp.setup(config.device)
-    try:
-        seed_everything(config.seed)
-        state = load_checkpoint(run.last, ctx.device) if resume else None     # fail fast on a bad checkpoint
-        train_cases, val_entries, fingerprint = _prepare_data(dataset, run, config, ctx, progress if ctx.is_main else None)
-        mc = model_config(config, fingerprint)
-        source = SampleSource(train_cases, config.task, _numpy_patch(config), config.unet.context_slices
-                              if config.spatial_dims == 2 else 0, config.data.positive_fraction)
-        o = config.optim
-        samples = TrainingSamples(source, o.steps_per_epoch * o.batch_size * ctx.world_size, config.seed,
-                                  Augmenter(config.augment, config.spatial_dims))
-        model = build_model(mc).to(ctx.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        scheduler = make_scheduler(optimizer, o)
-        use_scaler = config.amp and ctx.device.startswith("cuda")
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        best, early, start = BestMetric(), EarlyStopping(o.early_stop_patience), 0
-        if state is not None:
-            start = restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler,
-                                           scaler=scaler, callbacks={"best": best, "early": early})
-        net = ddp.wrap(model, ctx)
-        loss_fn = make_loss()
-        options = StepOptions(ctx.device, config.amp, o.grad_clip,
-                              f"batch {o.batch_size}, patch {'x'.join(str(p) for p in config.data.patch_size)}")
-        log = CsvLog(run.log, keep_until_epoch=start) if ctx.is_main else None
-        board = tensorboard_writer(run.tensorboard) if ctx.is_main else None
-        for epoch in range(start, o.epochs):
-            t0 = time.perf_counter()
-            samples.set_epoch(epoch)
-            sampler = DistributedSampler(samples, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed,
-                                         drop_last=True)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(samples, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                                num_workers=config.data.workers, pin_memory=ctx.device.startswith("cuda"))
-            loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
-                                            stage=f"epoch {epoch + 1}/{o.epochs}",
-                                            progress=progress if ctx.is_main else None), ctx)
-            scores = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
-            model.train()
-            metric = ddp.broadcast(float(np.mean(list(scores.values()))) if scores else float("nan"), ctx)
-            scheduler.step(metric)
-            improved = best.update(metric, epoch)
-            stop = early.step(improved)
+    with determinism(config.deterministic):
+        try:
+            seed_everything(config.seed)
+            state = load_checkpoint(run.last, ctx.device) if resume else None     # fail fast on a bad checkpoint
+            train_cases, val_entries, fingerprint = _prepare_data(dataset, run, config, ctx,
+                                                                  progress if ctx.is_main else None)
+            mc = model_config(config, fingerprint)
+            source = SampleSource(train_cases, config.task, _numpy_patch(config), config.unet.context_slices
+                                  if config.spatial_dims == 2 else 0, config.data.positive_fraction)
+            o = config.optim
+            samples = TrainingSamples(source, o.steps_per_epoch * o.batch_size * ctx.world_size, config.seed,
+                                      Augmenter(config.augment, config.spatial_dims))
+            model = build_model(mc).to(ctx.device)
+            optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+            scheduler = make_scheduler(optimizer, o)
+            use_scaler = config.amp and ctx.device.startswith("cuda")
+            scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+            best, early, start = BestMetric(), EarlyStopping(o.early_stop_patience), 0
+            if state is not None:
+                start = restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler,
+                                               scaler=scaler, callbacks={"best": best, "early": early})
+            net = ddp.wrap(model, ctx)
+            loss_fn = make_loss()
+            options = StepOptions(ctx.device, config.amp, o.grad_clip,
+                                  f"batch {o.batch_size}, patch {'x'.join(str(p) for p in config.data.patch_size)}")
+            log = CsvLog(run.log, keep_until_epoch=start) if ctx.is_main else None
+            board = tensorboard_writer(run.tensorboard) if ctx.is_main else None
+            for epoch in range(start, o.epochs):
+                t0 = time.perf_counter()
+                samples.set_epoch(epoch)
+                sampler = DistributedSampler(samples, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed,
+                                             drop_last=True)
+                sampler.set_epoch(epoch)
+                loader = DataLoader(samples, batch_size=o.batch_size, sampler=sampler, drop_last=True,
+                                    num_workers=config.data.workers, pin_memory=ctx.device.startswith("cuda"))
+                loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
+                                                stage=f"epoch {epoch + 1}/{o.epochs}",
+                                                progress=progress if ctx.is_main else None), ctx)
+                scores = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
+                model.train()
+                metric = ddp.broadcast(float(np.mean(list(scores.values()))) if scores else float("nan"), ctx)
+                scheduler.step(metric)
+                improved = best.update(metric, epoch)
+                stop = early.step(improved)
+                if ctx.is_main:
+                    _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric)
+                    row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(metric, 6),
+                           "lr": optimizer.param_groups[0]["lr"], "best_epoch": best.epoch + 1,
+                           "seconds": round(time.perf_counter() - t0, 2)}
+                    log.append(row)
+                    if board is not None:
+                        for key in ("train_loss", "val_dice", "lr"):
+                            board.add_scalar(key, row[key], epoch + 1)
+                if stop:
+                    break
+            ddp.write_debug_hash(model, ctx)
             if ctx.is_main:
-                _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric)
-                row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(metric, 6),
-                       "lr": optimizer.param_groups[0]["lr"], "best_epoch": best.epoch + 1,
-                       "seconds": round(time.perf_counter() - t0, 2)}
-                log.append(row)
-                if board is not None:
-                    for key in ("train_loss", "val_dice", "lr"):
-                        board.add_scalar(key, row[key], epoch + 1)
-            if stop:
-                break
-        ddp.write_debug_hash(model, ctx)
-        if ctx.is_main:
-            _write_bundle(run, mc, best, val_entries)
-        ddp.barrier(ctx)
-        return run.bundle
-    finally:
-        ddp.teardown(ctx)
+                _write_bundle(run, mc, best, val_entries)
+            ddp.barrier(ctx)
+            return run.bundle
+        finally:
+            ddp.teardown(ctx)
 
 
 def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric) -> None:
