@@ -170,3 +170,31 @@ def test_model_order_round_trip_with_permuted_axes():
     assert model_orientation(grid, "index") is None
     with pytest.raises(Exception, match="orientation must be one of"):
         model_orientation(grid, "ras")
+
+
+@pytest.mark.parametrize("where", ["inside", "border", "empty"])
+def test_back_to_grid_resamples_only_near_the_mask_and_equals_a_full_resample(where):
+    """The bounding-box shortcut of ``_back_to_grid`` against SimpleITK resampling the whole grid."""
+    import SimpleITK as sitk
+
+    from deepliver.inference.predict import _back_to_grid
+
+    c, s = math.cos(0.3), math.sin(0.3)
+    target = Geometry((61, 57, 23), (0.8, 0.7, 2.5), (-20.0, 13.0, 40.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+    source = Geometry((33, 27, 39), (1.5, 1.5, 1.5), (-21.0, 12.5, 39.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+    rng = np.random.default_rng(3)
+    probs = rng.random((1, 39, 27, 33)).astype(np.float32) * 0.49          # everything below 0.5 ...
+    if where == "inside":
+        probs[0, 10:20, 8:15, 12:22] = ndimage.gaussian_filter(rng.random((10, 7, 10)), 1) + 0.3
+    elif where == "border":
+        probs[0, 5:9, 0:6, 20:25] = 0.9                                     # touches y = 0
+    src = source.image_from_array(probs[0])
+    full = sitk.ResampleImageFilter()
+    full.SetReferenceImage(target.image_from_array(np.zeros(target.shape, np.float32)))
+    full.SetInterpolator(sitk.sitkLinear)
+    full.SetDefaultPixelValue(0.0)
+    full.SetUseNearestNeighborExtrapolator(True)
+    expected = (sitk.GetArrayFromImage(full.Execute(src)) >= 0.5).astype(np.uint8)
+    got = _back_to_grid(probs, source, target)
+    np.testing.assert_array_equal(got, expected)
+    assert expected.any() == (where != "empty")
