@@ -343,3 +343,23 @@ def test_float_image_takes_the_full_read_and_gives_the_window_formula(cv_cases, 
         z = int(png.stem.rsplit("_", 1)[1])
         window = np.floor((np.clip(hu[z], -100, 400) + 100) * 255 / 500 + 0.5)
         np.testing.assert_array_equal(np.asarray(Image.open(png)), window)
+
+
+def test_a_datasets_own_splits_json_decides_the_splits(cv_cases, tmp_path):
+    """The lists of DATASET/splits.json (what train and compare read) win over --split; unlisted cases
+    are skipped and reported; a case in two lists is refused."""
+    dataset, ids = cv_write_dataset(tmp_path / "ds", {c: cv_cases[c] for c in ("c00", "c01", "c02", "c03")})
+    lists = {"train": [ids["c00"], ids["c01"]], "val": [ids["c02"]], "test": ["not-a-case"]}
+    (dataset / "splits.json").write_text(json.dumps(lists))
+    result = convert_dataset(dataset, tmp_path / "out", ConvertOptions(split=(0, 0, 100)))
+    written = json.loads((tmp_path / "out" / "splits.json").read_text())
+    assert {k: written[k] for k in ("train", "val", "test")} == {"train": sorted(lists["train"]),
+                                                                "val": lists["val"], "test": []}
+    assert set(result.skipped) == {ids["c03"]} and "splits.json" in result.skipped[ids["c03"]]
+    for split, members in (("train", lists["train"]), ("val", lists["val"]), ("test", [])):
+        cases = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "out" / "images" / split).glob("*.png")}
+        assert cases == set(members)
+    (dataset / "splits.json").write_text(json.dumps({**lists, "test": [ids["c01"]]}))
+    with pytest.raises(InputError, match=f"case {ids['c01']} is in both 'train' and 'test'"):
+        convert_dataset(dataset, tmp_path / "out2", ConvertOptions())
+    assert not (tmp_path / "out2").exists()

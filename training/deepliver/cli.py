@@ -184,7 +184,8 @@ def _add_convert(sub) -> None:
     p.add_argument("--window", default="-100,400",
                    help="intensity window LOW,HIGH in HU (default -100,400)")
     p.add_argument("--size", type=int, default=None, help="resize slices to SIZE x SIZE pixels (default: keep)")
-    p.add_argument("--split", default="70,20,10", help="train,val,test percentages by case (default 70,20,10)")
+    p.add_argument("--split", default="70,20,10", help="train,val,test percentages by case (default 70,20,10); "
+                   "a dataset with its own splits.json uses its lists instead")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and background slices (default 0)")
     p.add_argument("--background-ratio", type=float, default=0.25,
                    help="slices without a box per slice with one, per case (default 0.25)")

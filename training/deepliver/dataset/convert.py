@@ -9,6 +9,9 @@ inferior -> superior), YOLO ``labels/<split>/<stem>.txt`` + ``data.yaml``, VOC
 Slices written per case: every slice with a box, plus ``round(background_ratio * positives)`` slices without
 one (rounded half up), drawn by seed from the liver's z-range first, then outside it. Splits are by case,
 drawn over the cases with liver: a case whose manifest counts no liver or tumor voxel is skipped and reported.
+When the dataset folder has its own ``splits.json`` (train/val/test lists, as ``deepliver train`` and
+``deepliver compare`` read it), its lists are the splits and ``--split`` is not used; a case it does not
+list is skipped and reported, so every model of a comparison sees the same held-out cases.
 The same inputs and options give byte-identical files. A rerun skips cases whose record shows the same
 source sha256s, the same options and the same split, with all their files present; COCO files,
 ``data.yaml`` and ``splits.json`` are rebuilt from the records.
@@ -32,7 +35,7 @@ from deepliver.dataset.convert_case import (blocking_problems, check_and_plan, r
 from deepliver.dataset.detection_formats import FORMATS, coco_json, data_yaml, parse_formats
 from deepliver.dataset.layout import DatasetLayout
 from deepliver.dataset.slices import Window
-from deepliver.dataset.splits import SPLIT_NAMES, Splits, parse_ratios, split_cases
+from deepliver.dataset.splits import SPLIT_NAMES, Splits, parse_ratios, read_splits_file, split_cases
 from deepliver.errors import ConfigError, InputError, ProblemsError
 from deepliver.labels import LIVER, TUMOR
 from deepliver.progress import ProgressCallback
@@ -41,6 +44,7 @@ __all__ = ["TASKS", "ConvertOptions", "ConvertResult", "convert_dataset", "datas
 
 TASKS = ("tumor", "liver")
 _NO_LIVER = "no liver voxels in its label"
+_NOT_LISTED = "not in any list of the dataset's splits.json"
 _MANAGED = ("images", "labels", "annotations", ".convert", "data.yaml", "splits.json",
             *(f"coco_{s}.json" for s in SPLIT_NAMES))
 
@@ -144,11 +148,17 @@ def convert_dataset(dataset: str | os.PathLike, out: str | os.PathLike, options:
                                 f"{'; '.join(problems)}", problems, dataset)
         identity = {"dataset": str(dataset.resolve()),
                     "name": json.loads((dataset / "dataset.json").read_text(encoding="utf-8")).get("name")}
+        skipped = {case: _NO_LIVER for case, c in zip(cases, checked) if not _has_liver(c["manifest"])}
+        usable = [case for case in cases if case not in skipped]
+        if (dataset / "splits.json").is_file():       # the dataset's own lists, as training and compare use
+            splits, unlisted = read_splits_file(dataset / "splits.json", usable, options.seed)
+            skipped.update({case: _NOT_LISTED for case in unlisted})
+        else:
+            splits = split_cases(usable, options.split, options.seed)
         _prepare_out(out, identity, options.overwrite)
         result = ConvertResult(out)
+        result.skipped = skipped
         plans = {case: c["plan"] for case, c in zip(cases, checked)}
-        result.skipped = {case: _NO_LIVER for case, c in zip(cases, checked) if not _has_liver(c["manifest"])}
-        splits = split_cases([case for case in cases if case not in result.skipped], options.split, options.seed)
         records, jobs = _reuse_or_schedule(out, DatasetLayout(dataset), plans, splits, settings, result)
         for record in run(write_case, jobs, "convert", progress):
             records[record["case"]] = record

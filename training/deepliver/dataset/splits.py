@@ -13,9 +13,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from deepliver.errors import ConfigError
+import json
+import os
+from pathlib import Path
 
-__all__ = ["SPLIT_NAMES", "Splits", "parse_ratios", "split_cases"]
+from deepliver.errors import ConfigError, InputError
+
+__all__ = ["SPLIT_NAMES", "Splits", "parse_ratios", "split_cases", "read_splits_file"]
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -96,3 +100,26 @@ def _counts(n: int, ratios: Sequence[float]) -> list[int]:
 
 def _number(value: float):
     return int(value) if float(value).is_integer() else value
+
+
+def read_splits_file(path: str | os.PathLike, cases: Iterable[str], seed: int = 0) -> tuple[Splits, list[str]]:
+    """The splits a ``splits.json`` (``{"train": [...], "val": [...], "test": [...]}``, e.g. a dataset's own)
+    gives ``cases``: ``(Splits, cases it does not list)``. Ids it lists that are not among ``cases`` are
+    ignored; a case listed in two splits is an ``InputError``. ``ratios`` records the resulting percentages."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        lists = {name: [str(c) for c in data.get(name, [])] for name in SPLIT_NAMES}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise InputError(f"cannot read the train/val/test lists ({e})", path) from e
+    known = sorted(set(cases))
+    where: dict[str, str] = {}
+    for name in SPLIT_NAMES:
+        for case in lists[name]:
+            if where.get(case, name) != name:
+                raise InputError(f"case {case} is in both {where[case]!r} and {name!r}", path)
+            where[case] = name
+    parts = {name: [c for c in known if where.get(c) == name] for name in SPLIT_NAMES}
+    total = sum(len(v) for v in parts.values())
+    ratios = tuple(100.0 * len(parts[n]) / total if total else 0.0 for n in SPLIT_NAMES)
+    return Splits(seed, ratios, **parts), [c for c in known if c not in where]

@@ -110,7 +110,8 @@ def prepare_detection_data(dataset: str | os.PathLike, run: str | os.PathLike, c
         if not 0 < pf <= 1:
             raise ConfigError(f"data.positive_fraction must be in (0, 1], got {pf}")
         options = ConvertOptions(formats=("yolo", "coco"), task=config.task, window=Window(*window), size=size,
-                                 seed=int(config.seed), background_ratio=(1.0 - pf) / pf)
+                                 split=tuple(config.data.split), seed=int(config.data.split_seed),
+                                 background_ratio=(1.0 - pf) / pf)      # the U-Nets' split (data.split*)
         root, source = run / "detection_data", dataset
         convert_dataset(dataset, root, options, progress)
     else:
