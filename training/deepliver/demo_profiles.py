@@ -1,5 +1,5 @@
 """The sizes of ``deepliver demo``: two profiles, ``quick`` (CI: about 3 minutes on 2 CPU cores) and
-``default`` (better models, about 15 minutes), in this one place.
+``default`` (better models, at most 15 minutes; 5 on an idle machine), in this one place.
 
 Training phantoms share one scanner geometry (identity direction, ``train_spacing``); the held-out phantoms
 use ``TEST_GEOMETRIES`` in turn: other voxel sizes, flipped and oblique directions, about the same field
