@@ -17,7 +17,7 @@ than 20 HU from the case's liver median.
 
 Targets (issue 5): liver Dice >= 0.95 within 10 minutes; tumour Dice >= 0.7.
 
-    python benchmarks/learn.py            # 24 phantoms 160x160x48, liver 14 x 20 steps (10-15 min)
+    python benchmarks/learn.py            # 24 phantoms 160x160x48, liver 60 x 20 steps (about 10 min on a quiet 2-core machine)
     python benchmarks/learn.py --quick    # 8 phantoms 128x128x32 at 3 mm, about 3 minutes
 """
 
@@ -45,7 +45,7 @@ from deepliver.train.cache import list_cases
 from deepliver.train.config import apply_values, default_config
 from deepliver.train.run import train
 
-FULL = {"cases": 24, "shape": (160, 160, 48), "spacing": (2.4, 2.4, 5.0), "epochs": 14, "steps": 20,
+FULL = {"cases": 24, "shape": (160, 160, 48), "spacing": (2.4, 2.4, 5.0), "epochs": 60, "steps": 20,
         "tumor_epochs": 10, "liver_patch": 128, "tumor_patch": 96}
 QUICK = {"cases": 8, "shape": (128, 128, 32), "spacing": (3.0, 3.0, 5.0), "epochs": 6, "steps": 15,
          "tumor_epochs": 4, "liver_patch": 128, "tumor_patch": 64}
@@ -138,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 phantoms 128x128x32 at 3 mm, few epochs")
     parser.add_argument("--cases", type=int, help="phantom cases (default 24, quick 8)")
-    parser.add_argument("--epochs", type=int, help="liver epochs (default 14, quick 6)")
+    parser.add_argument("--epochs", type=int, help="liver epochs (default 60, quick 6)")
     parser.add_argument("--tumor-epochs", type=int, help="tumour epochs (default 10, quick 4)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, help="keep the dataset and runs here")
