@@ -90,12 +90,18 @@ def detector_bundle(tmp_path_factory):
     return save_bundle(tmp_path_factory.mktemp("bundle") / "model", config, build_fasterrcnn(args).state_dict())
 
 
-def test_detect_volume_is_clipped_to_the_liver_and_dispatched(detector_bundle):
-    rng = np.random.default_rng(0)
+def _noisy_ct_and_liver(seed: int):
+    """A flipped-direction noisy CT (6 x 48 x 40) and a box-shaped liver on two of its slices."""
+    rng = np.random.default_rng(seed)
     hu = rng.normal(60, 40, (6, 48, 40)).astype(np.float32)
     image = reoriented(sitk.GetImageFromArray(hu), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
     liver = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
     liver[2:4, 10:30, 8:25] = 1
+    return image, liver
+
+
+def test_detect_volume_is_clipped_to_the_liver_and_dispatched(detector_bundle):
+    image, liver = _noisy_ct_and_liver(0)
     model = load_model(detector_bundle)
     got = detect_volume(image, model, roi_mask=liver)
     assert got.dtype == np.uint8 and got.shape == liver.shape
@@ -137,11 +143,7 @@ def test_a_training_box_in_the_square_comes_back_as_its_pixels():
 
 
 def test_detect_volume_with_the_liver_crop_runs_the_network_on_the_square(detector_bundle):
-    rng = np.random.default_rng(1)
-    hu = rng.normal(60, 40, (6, 48, 40)).astype(np.float32)
-    image = reoriented(sitk.GetImageFromArray(hu), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
-    liver = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
-    liver[2:4, 10:30, 8:25] = 1
+    image, liver = _noisy_ct_and_liver(1)
     model = load_model(detector_bundle)
     model.config.inference["crop"] = "liver"
     model.config.crop_margin_mm = 3.0

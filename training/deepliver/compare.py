@@ -22,7 +22,6 @@ Output: the report files of ``deepliver.report.write_report`` in OUT, plus each 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepliver.compare_runs import ARCHITECTURE_NAMES, RunInfo, column_names, read_run
+from deepliver.dataset.splits import read_splits_file
 from deepliver.errors import ConfigError, InputError
 from deepliver.postprocess import PostprocessOptions
 from deepliver.progress import ProgressCallback
@@ -84,11 +84,7 @@ def select_cases(dataset: Path, runs: list[RunInfo], which: str) -> tuple[list[s
     if which == "all":
         chosen, how = known, "All cases of the dataset."
     elif splits.is_file():
-        try:
-            listed = json.loads(splits.read_text(encoding="utf-8")).get(which, [])
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read splits.json ({e})", splits) from e
-        chosen, how = [c for c in known if c in set(listed)], f"The '{which}' cases of {splits}."
+        chosen, how = getattr(read_splits_file(splits, known)[0], which), f"The '{which}' cases of {splits}."
     else:
         unknown = [str(r.path) for r in runs if r.seen_cases is None]
         if unknown:

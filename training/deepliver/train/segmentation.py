@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from deepliver.dataset.splits import split_cases
+from deepliver.dataset.splits import read_splits_file, split_cases
 from deepliver.errors import ConfigError, LabelError
 from deepliver.imaging.geometry import Geometry
 from deepliver.inference.predict import INFERENCE_DEFAULTS, model_from_module, predict_volume
@@ -40,9 +40,8 @@ def split_dataset(dataset: Path, case_ids: list[str], config: TrainConfig) -> tu
     """``(train, val)`` case ids: ``DATASET/splits.json`` when present, else ``config.data.split``."""
     path = dataset / "splits.json"
     if path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        known = set(case_ids)
-        train, val = [c for c in data.get("train", []) if c in known], [c for c in data.get("val", []) if c in known]
+        listed, _ = read_splits_file(path, case_ids)
+        train, val = listed.train, listed.val
         source = f"{path.name}"
     else:
         splits = split_cases(case_ids, config.data.split, config.data.split_seed)
