@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import traceback
@@ -275,7 +276,8 @@ def _run_train(args) -> int:
                        overrides=overrides, progress=reporter)
     finally:
         reporter.close()
-    print(f"wrote {bundle}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":        # under torchrun, rank 0 wrote it
+        print(f"wrote {bundle}", file=sys.stderr)
     return 0
 
 

@@ -115,10 +115,16 @@ def offline_settings_dir(folder: str | os.PathLike, install_font: bool = True) -
     return folder
 
 
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
 def offline_env(settings_dir: str | os.PathLike, base: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The environment for an offline ultralytics child process: ``base`` (default ``os.environ``) plus
-    ``YOLO_CONFIG_DIR`` and ``YOLO_OFFLINE=1``."""
-    env = dict(os.environ if base is None else base)
+    ``YOLO_CONFIG_DIR`` and ``YOLO_OFFLINE=1``, without torchrun's variables (ultralytics reads ``RANK`` and
+    ``LOCAL_RANK`` to decide whether it is one of its own DDP workers; it launches those itself)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k not in TORCHRUN_VARIABLES and not k.startswith("TORCHELASTIC_")}
     env.update(YOLO_CONFIG_DIR=str(Path(settings_dir).resolve()), YOLO_OFFLINE="1")
     return env
 

@@ -19,7 +19,7 @@ from deepliver.atomic import write_text_atomic
 from deepliver.inference.predictor import resolve_device
 
 __all__ = ["DistContext", "setup", "teardown", "wrap", "unwrap", "broadcast", "all_mean", "barrier",
-           "state_hash", "write_debug_hash", "HASH_DIR_ENV"]
+           "average_buffers", "state_hash", "write_debug_hash", "HASH_DIR_ENV"]
 
 HASH_DIR_ENV = "DEEPLIVER_DDP_HASH_DIR"
 
@@ -106,6 +106,23 @@ def barrier(ctx: DistContext) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def average_buffers(model, ctx: DistContext) -> None:
+    """Replace every floating-point buffer of ``model`` (batch-norm running means and variances) by its mean
+    over ranks. DDP keeps the parameters equal, but each rank's last forward pass updates its running
+    statistics with its own batch; call this at the end of an epoch so that every rank (and rank 0's
+    checkpoint) holds the same, better estimated, statistics."""
+    if not ctx.distributed:
+        return
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for buffer in unwrap(model).buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer.div_(ctx.world_size)
 
 
 def state_hash(state_dict: dict) -> str:

@@ -282,25 +282,41 @@ def crop_mode(config) -> str:
 def train_detector(dataset: str | os.PathLike, out: str | os.PathLike, config, resume: bool = False,
                    progress: Optional[ProgressCallback] = None) -> Path:
     """Train ``config.model`` (``fasterrcnn`` or ``yolo``) on ``dataset`` into ``out``; returns the bundle
-    folder ``out/model``. ``config`` is a ``TrainConfig``."""
+    folder ``out/model``. ``config`` is a ``TrainConfig``.
+
+    Under torchrun: Faster R-CNN trains with DDP on every rank (``deepliver.train.detection_frcnn``); rank 0
+    prepares the slices first. YOLO keeps ultralytics' own multi-GPU launcher: rank 0 trains it on all of
+    the node's GPUs (ultralytics ``device="0,...,K-1"``, its own DDP processes) or on the CPU, and the other
+    ranks return at once."""
+    from deepliver.train import ddp
+
     if config.model not in DETECTOR_MODELS:
         raise ConfigError(f"train_detector trains {', '.join(DETECTOR_MODELS)}, not {config.model!r}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(f"--model {config.model} does not run under torchrun yet (the U-Nets do); train it "
-                          "with one process: python -m deepliver train ...")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if config.model == "yolo":
         from deepliver.models.yolo import require_ultralytics
         require_ultralytics()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return out / "model"            # rank 0 runs ultralytics' own DDP (see above)
+        return _train_yolo_bundle(_prepared(dataset, out, config, progress), out, config, resume, progress)
+    from deepliver.train.detection_frcnn import train_fasterrcnn_bundle
+
+    ctx = ddp.setup(config.device)
+    try:
+        data = ddp.broadcast(_prepared(dataset, out, config, progress) if ctx.is_main else None, ctx)
+        return train_fasterrcnn_bundle(data, out, config, resume, progress, ctx)
+    finally:
+        ddp.teardown(ctx)
+
+
+def _prepared(dataset, out: Path, config, progress: Optional[ProgressCallback]) -> DetectionData:
+    """The training slices: convert output (``prepare_detection_data``), cut to the liver when asked."""
+    out.mkdir(parents=True, exist_ok=True)
     data = prepare_detection_data(dataset, out, config, progress)
     if crop_mode(config) == "liver":
         from deepliver.train.detection_crop import crop_to_liver
         data = crop_to_liver(data, out / "detection_crop", float(config.data.crop_margin_mm), progress)
-    if config.model == "yolo":
-        return _train_yolo_bundle(data, out, config, resume, progress)
-    from deepliver.train.detection_frcnn import train_fasterrcnn_bundle
-    return train_fasterrcnn_bundle(data, out, config, resume, progress)
+    return data
 
 
 def _train_yolo_bundle(data: DetectionData, out: Path, config, resume: bool,
@@ -317,9 +333,11 @@ def _train_yolo_bundle(data: DetectionData, out: Path, config, resume: bool,
     optimizer = {"sgd": "SGD", "adamw": "AdamW"}.get(config.detector.optimizer)
     if optimizer is None:
         raise ConfigError(f"detector.optimizer must be sgd or adamw, got {config.detector.optimizer!r}")
+    gpus = 1 if device == "cpu" else max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))   # torchrun's K
     options = YoloTrainOptions(model_yaml=config.detector.yolo_model, epochs=int(config.optim.epochs),
-                               batch=int(config.optim.batch_size), image_size=data.size, lr=float(config.optim.lr),
-                               device="cpu" if device == "cpu" else "0", seed=int(config.seed),
+                               batch=int(config.optim.batch_size) * gpus, image_size=data.size,
+                               lr=float(config.optim.lr), seed=int(config.seed),
+                               device="cpu" if device == "cpu" else ",".join(map(str, range(gpus))),
                                deterministic=bool(config.deterministic), workers=int(config.data.workers),
                                patience=int(config.optim.early_stop_patience) or 100, amp=bool(config.amp),
                                resume=resume, optimizer=optimizer,

@@ -10,6 +10,13 @@ training loss), ReduceLROnPlateau and early stopping on it (``deepliver.train.ca
 when it improves, ``last.pt`` always (``deepliver.train.checkpoint``: model, optimizer, scheduler, scaler,
 callbacks, RNG). A run resumed from ``last.pt`` ends with the same weights as an uninterrupted one (the
 shuffle and flips are functions of seed, epoch and index, not of generator state).
+
+Under torchrun (``deepliver.train.ddp``): the model runs in ``DistributedDataParallel``; each epoch's
+shuffled order is padded to a multiple of the number of processes and rank ``r`` takes every K-th slice
+from position ``r`` (as torch's ``DistributedSampler`` does), so every rank makes the same number of steps on
+``optim.batch_size`` slices of its own. After each epoch the batch-norm running statistics are averaged over
+ranks (``ddp.average_buffers``). Rank 0 validates, writes the checkpoints, the log and the bundle; the
+metric is broadcast so that the scheduler and early stopping agree on every rank.
 """
 
 from __future__ import annotations
@@ -21,25 +28,37 @@ from typing import Optional
 from deepliver.errors import DeepLiverError
 from deepliver.progress import ProgressCallback
 
-__all__ = ["NonFiniteLossError", "train_fasterrcnn_bundle"]
+__all__ = ["NonFiniteLossError", "shard", "train_fasterrcnn_bundle"]
 
 
 class NonFiniteLossError(DeepLiverError):
     """The training loss became NaN or infinite."""
 
 
-def _epoch(model, dataset, optimizer, scaler, epoch: int, config, device: str,
+def shard(order: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s share of ``order``: padded with its own first items to a multiple of ``world_size``,
+    then every ``world_size``-th item from position ``rank`` (torch's ``DistributedSampler`` rule)."""
+    if world_size <= 1:
+        return list(order)
+    total = math.ceil(len(order) / world_size) * world_size
+    padded = list(order) + list(order[:total - len(order)])
+    return padded[rank:total:world_size]
+
+
+def _epoch(model, dataset, optimizer, scaler, epoch: int, config, ctx,
            progress: Optional[ProgressCallback]) -> float:
-    """Train one epoch; returns the mean loss. ``NonFiniteLossError`` on a NaN/inf loss."""
+    """Train one epoch on this rank's share of the slices; returns its mean loss. ``NonFiniteLossError`` on a
+    NaN/inf loss."""
     import torch
 
     from deepliver.train.detection import collate
 
-    batch_size = int(config.optim.batch_size)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(config.seed) * 100003 + epoch))
+    batch_size, device = int(config.optim.batch_size), ctx.device
+    seed = torch.Generator().manual_seed(int(config.seed) * 100003 + epoch)
+    order = shard(torch.randperm(len(dataset), generator=seed).tolist(), ctx.rank, ctx.world_size)
     model.train()
     dataset.set_epoch(epoch)
-    total, steps = 0.0, math.ceil(len(dataset) / batch_size)
+    total, steps = 0.0, math.ceil(len(order) / batch_size)
     use_amp = bool(config.amp) and device.startswith("cuda")
     warmup = int(config.detector.warmup_steps) if epoch == 0 else 0
     base_lr = [group["lr"] for group in optimizer.param_groups]
@@ -86,33 +105,38 @@ def make_optimizer(model, config):
 
 
 def train_fasterrcnn_bundle(data, out: Path, config, resume: bool = False,
-                            progress: Optional[ProgressCallback] = None) -> Path:
-    """Train Faster R-CNN on ``data`` (``DetectionData``) into ``out``; returns the bundle ``out/model``."""
+                            progress: Optional[ProgressCallback] = None, ctx=None) -> Path:
+    """Train Faster R-CNN on ``data`` (``DetectionData``) into ``out``; returns the bundle ``out/model``.
+    ``ctx``: the ``deepliver.train.ddp.DistContext`` (default: one process on ``config.device``)."""
+    from deepliver.inference.predictor import resolve_device
     from deepliver.train.checkpoint import determinism
+    from deepliver.train.ddp import DistContext
 
+    ctx = ctx or DistContext(device=resolve_device(config.device))
     with determinism(config.deterministic):
-        return _train(data, out, config, resume, progress)
+        return _train(data, out, config, resume, progress if ctx.is_main else None, ctx)
 
 
-def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCallback]) -> Path:
+def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCallback], ctx) -> Path:
     import torch
 
     from deepliver.inference.predict import model_from_module
-    from deepliver.inference.predictor import resolve_device
     from deepliver.models.bundle import save_bundle
     from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
     from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler
-    from deepliver.train.checkpoint import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
-                                           seed_everything)
+    from deepliver.train.checkpoint import load_checkpoint, restore_training_state, seed_everything
     from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
                                           validate_detector)
 
-    device = resolve_device(config.device)
+    from deepliver.train import ddp
+
+    device = ctx.device
     seed_everything(int(config.seed))
     args = FasterRCNNArgs(variant=config.detector.backbone, image_size=data.size,
                           box_batch_size_per_image=int(config.detector.box_batch_size_per_image),
                           rpn_post_nms_top_n_test=int(config.detector.test_proposals))
     model = build_fasterrcnn(args, pretrained=bool(config.detector.pretrained)).to(device)
+    net = ddp.wrap(model, ctx)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.optim)
     scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp) and device.startswith("cuda"))
@@ -128,33 +152,50 @@ def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCal
     if not len(train_set):
         raise DeepLiverError("no training slices in coco_train.json: the task's label is absent from every "
                              "training case", data.root)
-    log = CsvLog(out / "log.csv", keep_until_epoch=start if resume else None)
+    log = CsvLog(out / "log.csv", keep_until_epoch=start if resume else None) if ctx.is_main else None
     bundle_config = detector_config("fasterrcnn", config, data, args.to_dict(), config.detector.score_threshold)
     validation: dict = {}
     for epoch in range(start, int(config.optim.epochs)):
-        loss = _epoch(model, train_set, optimizer, scaler, epoch, config, device, progress)
-        validation = validate_detector(model_from_module(model, bundle_config, device), data,
-                                       thresholds=list(THRESHOLDS))
+        loss = ddp.all_mean(_epoch(net, train_set, optimizer, scaler, epoch, config, ctx, progress), ctx)
+        ddp.average_buffers(model, ctx)         # batch-norm statistics: the same on every rank
+        validation = ddp.broadcast(validate_detector(model_from_module(model, bundle_config, device), data,
+                                                     thresholds=list(THRESHOLDS)) if ctx.is_main else None, ctx)
         by_threshold = validation.get("dice_by_threshold") or {}
         metric = max(by_threshold.values()) if by_threshold else -loss
         improved = best.update(metric, epoch)
-        if improved:
-            save_checkpoint(checkpoints / "best.pt", {"epoch": epoch + 1, "model": model.state_dict(),
-                                                      "validation": dict(validation)})
         scheduler.step(metric)
         stop = stopper.step(improved)
-        log.append({"epoch": epoch + 1, "loss": round(loss, 6), "val_dice": validation["dice"],
-                    "val_dice_best_threshold": max(by_threshold.values()) if by_threshold else None,
-                    "lr": optimizer.param_groups[0]["lr"]})
-        save_checkpoint(checkpoints / "last.pt", {
-            "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-            "callbacks": {"best": best.state_dict(), "early_stopping": stopper.state_dict()}})
+        if ctx.is_main:
+            _save(out, model, optimizer, scheduler, scaler, best, stopper, epoch, improved, validation)
+            log.append({"epoch": epoch + 1, "loss": round(loss, 6), "val_dice": validation["dice"],
+                        "val_dice_best_threshold": max(by_threshold.values()) if by_threshold else None,
+                        "lr": optimizer.param_groups[0]["lr"]})
         if stop:
             break
+    ddp.write_debug_hash(model, ctx)
+    if not ctx.is_main:
+        ddp.barrier(ctx)        # rank 0 writes the bundle
+        return out / "model"
     best_state = load_checkpoint(checkpoints / "best.pt", device)
     model.load_state_dict(best_state["model"])
     validation = choose_threshold(model_from_module(model, bundle_config, device), data)
     bundle_config.validation = {"metric": f"{data.task}_dice_pooled", "best_epoch": int(best_state["epoch"]),
                                 **validation}
-    return save_bundle(out / "model", bundle_config, best_state["model"])
+    bundle = save_bundle(out / "model", bundle_config, best_state["model"])
+    ddp.barrier(ctx)
+    return bundle
+
+
+def _save(out: Path, model, optimizer, scheduler, scaler, best, stopper, epoch: int, improved: bool,
+          validation: dict) -> None:
+    """``best.pt`` when the metric improved, ``last.pt`` always (rank 0 only)."""
+    from deepliver.train.checkpoint import rng_state, save_checkpoint
+
+    checkpoints = out / "checkpoints"
+    if improved:
+        save_checkpoint(checkpoints / "best.pt", {"epoch": epoch + 1, "model": model.state_dict(),
+                                                  "validation": dict(validation)})
+    save_checkpoint(checkpoints / "last.pt", {
+        "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+        "callbacks": {"best": best.state_dict(), "early_stopping": stopper.state_dict()}})

@@ -172,6 +172,7 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                 loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
                                                 stage=f"epoch {epoch + 1}/{o.epochs}",
                                                 progress=progress if ctx.is_main else None), ctx)
+                ddp.average_buffers(model, ctx)     # batch-norm statistics (unet.norm "batch"), if any
                 scores = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
                 model.train()
                 metric = ddp.broadcast(float(np.mean(list(scores.values()))) if scores else float("nan"), ctx)
