@@ -7,8 +7,8 @@ measures, in the same run, each repetition interleaving all measures (medians of
   convert writes, already windowed in memory;
 - encode only with PIL (``compress_level=1``, adaptive row filters): the encoder convert used before, for
   reference;
-- read + window + encode: reading each whole image too (SimpleITK), the floor of a converter that
-  decompresses every voxel;
+- read + window + encode: reading each whole image too (``read_nifti_slices``, the reader convert uses),
+  the floor of a converter that decompresses every voxel;
 - convert with 1 worker and with 2 workers (fresh output folder each time; the dataset check with its
   checksums and label reads, boxes, YOLO / VOC / COCO files included).
 
@@ -38,7 +38,10 @@ from PIL import Image
 
 from deepliver.dataset.convert import ConvertOptions, convert_dataset, dataset_cases
 from deepliver.dataset.export import export_case
-from deepliver.dataset.slices import PNG_COMPRESS_LEVEL, canonical_array, encode_png, window_slice
+from deepliver.dataset.slices import (PNG_COMPRESS_LEVEL, canonical_array, canonical_orientation, encode_png,
+                                     window_slice)
+from deepliver.imaging.geometry import Geometry
+from deepliver.imaging.nifti_slices import DEFLATER, read_nifti_slices
 
 
 def synthetic_case(seed: int, size: int, depth: int) -> tuple[sitk.Image, sitk.Image]:
@@ -98,7 +101,11 @@ def windowed(slices: list[tuple[Path, int]]) -> list[np.ndarray]:
 def read_and_encode(slices: list[tuple[Path, int]]) -> None:
     """Read each whole image, window and encode the slices convert wrote."""
     for path in sorted({p for p, _ in slices}):
-        hu = canonical_array(sitk.ReadImage(str(path)))
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        header.ReadImageInformation()
+        geometry = Geometry(header.GetSize(), header.GetSpacing(), header.GetOrigin(), header.GetDirection())
+        hu = canonical_orientation(geometry).apply(read_nifti_slices(path, 0, header.GetSize()[2]))
         for z in (z for p, z in slices if p == path):
             encode_png(window_slice(hu[z], ConvertOptions().window))
 
@@ -152,7 +159,7 @@ def main() -> None:
     cpu_rate = {k: len(pixels) / statistics.median(v) for k, v in cpu.items()}
     load_after = os.getloadavg()
     print(f"{args.cases} case(s) of {args.size}x{args.size}x{args.depth}, {len(pixels)} of "
-          f"{args.cases * args.depth} slices written per run, medians of {args.repeats}; load average "
+          f"{args.cases * args.depth} slices written per run, medians of {args.repeats}; deflate by {DEFLATER}; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs.\n'CPU' columns use "
           "CPU time, robust to a busy machine: this process's, and for 2 workers this process's plus half of its "
           "workers' (the run time if each worker had a core of its own). On a shared machine whose kernel "

@@ -61,3 +61,23 @@ def test_cli_write_config_dumps_defaults_with_flags(tmp_path):
     config = read_config(out)
     assert config.model == "unet3d" and config.optim.epochs == 7
     assert config == apply_values(default_config("unet3d"), {"optim.epochs": 7})
+
+
+def test_tumor_task_defaults_and_the_poly_schedule_rates():
+    import torch
+
+    from deepliver.train.callbacks import make_scheduler
+
+    tumor, liver = default_config("unet2d", "tumor"), default_config("unet2d", "liver")
+    assert (tumor.optim.schedule, tumor.optim.early_stop_patience, tumor.data.window) == ("poly", 0, (-20.0, 200.0))
+    assert (liver.optim.schedule, liver.data.window) == ("plateau", TrainConfig().data.window)
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.02)
+    scheduler = make_scheduler(optimizer, apply_values(tumor, {"optim.epochs": 7}).optim)
+    rates = []
+    for _ in range(7):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step(0.0)                                  # the metric is ignored
+    assert rates == pytest.approx([0.02 * (1 - e / 7) ** 0.9 for e in range(7)], rel=1e-12)
+    with pytest.raises(ConfigError, match="optim.schedule must be plateau or poly, got 'cosine'"):
+        config_from_dict({"optim": {"schedule": "cosine"}})

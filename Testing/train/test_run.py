@@ -58,10 +58,13 @@ def _model_and_optimizer(run):
     return state["model"], state["optimizer"]["state"]
 
 
-def test_resume_ends_with_the_same_weights(tiny_dataset, tiny_config, tmp_path):
-    config = tiny_config(values={"optim.epochs": 2, "augment.prob": 1.0})
+@pytest.mark.parametrize("schedule", ["plateau", "poly"])
+def test_resume_ends_with_the_same_weights(tiny_dataset, tiny_config, tmp_path, schedule):
+    """Poly: the first run plans 1 epoch (rate ~0 after it); resumed to 2, the second epoch must run at the
+    2-epoch schedule's rate, as the uninterrupted run does."""
+    config = tiny_config(values={"optim.epochs": 2, "augment.prob": 1.0, "optim.schedule": schedule})
     train(tiny_dataset, tmp_path / "a", config)
-    one = tiny_config(values={"optim.epochs": 1, "augment.prob": 1.0})
+    one = tiny_config(values={"optim.epochs": 1, "augment.prob": 1.0, "optim.schedule": schedule})
     train(tiny_dataset, tmp_path / "b", one)
     train(tiny_dataset, tmp_path / "b", resume=True, overrides={"optim.epochs": 2})
     (wa, oa), (wb, ob) = _model_and_optimizer(tmp_path / "a"), _model_and_optimizer(tmp_path / "b")

@@ -23,8 +23,9 @@ import SimpleITK as sitk
 from deepliver.dataset.caseid import KEY_FILE
 from deepliver.dataset.layout import NIFTI, DatasetLayout, dataset_json
 from deepliver.dataset.manifest import file_sha256
-from deepliver.errors import InputError, LabelError, ProblemsError
+from deepliver.errors import InputError, LabelError, ProblemsError, ReadError
 from deepliver.imaging.geometry import Geometry, geometry_differences
+from deepliver.imaging.nifti_slices import read_nifti_slices
 from deepliver.labels import LIVER, check_label_values
 
 __all__ = ["check_dataset", "check_dataset_or_raise", "CaseCheck", "check_case", "complete_cases",
@@ -180,10 +181,30 @@ def _read(path: Path, header_only: bool, problems: list[str]):
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
-        return reader if header_only else reader.Execute()
+        if header_only:
+            return reader
+        image = _read_plain_nifti(path, reader)
+        return image if image is not None else reader.Execute()
     except RuntimeError as e:
         problems.append(f"{path}: cannot read this NIfTI file ({str(e).strip().splitlines()[-1][:160]})")
+    except ReadError as e:
+        problems.append(str(e))
+    return None
+
+
+def _read_plain_nifti(path: Path, reader: sitk.ImageFileReader) -> Optional[sitk.Image]:
+    """The image through ``read_nifti_slices`` (several times faster than ITK's reader on a ``.nii.gz``
+    label) with the geometry ITK read from the header; None for files that reader leaves to ITK."""
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
         return None
+    voxels = read_nifti_slices(path, 0, reader.GetSize()[2])
+    if voxels is None:
+        return None
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing(reader.GetSpacing())
+    image.SetOrigin(reader.GetOrigin())
+    image.SetDirection(reader.GetDirection())
+    return image
 
 
 def _geometry(item) -> Geometry:

@@ -3,8 +3,8 @@ and out: paths, dicts).
 
 1. ``check_and_plan``: the dataset check of the case (``deepliver.dataset.check.check_case``) and, when it
    passes, the slices to write and their boxes, from the label the check has just read (read once).
-2. ``write_case``: reads the image, only from its first to its last planned slice (SimpleITK streams a
-   ``.nii.gz`` region, so the voxels past the last planned slice are never decompressed), windows and
+2. ``write_case``: reads the image, only from its first to its last planned slice (the voxels past the
+   last planned slice are never decompressed; ``deepliver.imaging.nifti_slices``), windows and
    encodes the planned slices and writes them with their YOLO / VOC files.
 
 Arrays are canonical ``(z, y, x)`` (see ``deepliver.dataset.slices``); boxes are inclusive pixel boxes in
@@ -28,7 +28,8 @@ from deepliver.dataset.detection_formats import SliceEntry, voc_xml, yolo_text
 from deepliver.dataset.slices import Window, canonical_orientation, encode_png, resize_slice, window_slice
 from deepliver.errors import GeometryError, ReadError
 from deepliver.imaging.geometry import Geometry
-from deepliver.imaging.volumes import read_volume
+from deepliver.imaging.nifti_slices import read_nifti_slices
+from deepliver.imaging.volumes import read_volume, volume_extension
 from deepliver.labels import LIVER, TUMOR
 
 __all__ = ["check_and_plan", "plan_case", "write_case", "choose_negatives", "record_path", "slice_entries",
@@ -155,8 +156,9 @@ def write_case(out: str, image_path: str, plan: dict[str, Any], split: str, sett
 def _canonical_slab(image_path: str, wanted: list[int], grid: list[int]) -> tuple[np.ndarray, int]:
     """``(slab, first)``: the canonical ``(z, y, x)`` HU voxels of canonical slices ``first`` to at least
     ``max(wanted)`` of the image (``wanted`` not empty). For an integer 3D image whose file slice axis is
-    the canonical z axis only the file slices from the first to the last wanted one are read (SimpleITK
-    decompresses no further; the dataset check has verified the file's sha256, so it is complete); else
+    the canonical z axis only the file slices from the first to the last wanted one are read (nothing
+    further is decompressed: ``read_nifti_slices`` for plain integer NIfTI, else SimpleITK's streaming
+    reader; the dataset check has verified the file's sha256, so it is complete); else
     the whole image, with ``read_volume``'s checks. ``GeometryError`` when the canonical grid differs from
     ``grid`` (the label's)."""
     reader = sitk.ImageFileReader()
@@ -175,12 +177,16 @@ def _canonical_slab(image_path: str, wanted: list[int], grid: list[int]) -> tupl
         if orientation.axes[0] == 0:  # file slices [lo, hi) hold the wanted canonical slices
             lo, hi = (depth - 1 - max(wanted), depth - min(wanted)) if orientation.flip[0] else \
                 (min(wanted), max(wanted) + 1)
-        reader.SetExtractIndex((0, 0, lo))
-        reader.SetExtractSize((reader.GetSize()[0], reader.GetSize()[1], hi - lo))
-        try:
-            voxels = sitk.GetArrayFromImage(reader.Execute())
-        except RuntimeError as e:
-            raise ReadError(f"cannot read this image ({str(e).strip().splitlines()[-1][:160]})", image_path) from e
+        voxels = read_nifti_slices(image_path, lo, hi) if volume_extension(image_path) in (".nii", ".nii.gz") \
+            else None
+        if voxels is None:  # not a plain integer NIfTI: SimpleITK streams the region
+            reader.SetExtractIndex((0, 0, lo))
+            reader.SetExtractSize((reader.GetSize()[0], reader.GetSize()[1], hi - lo))
+            try:
+                voxels = sitk.GetArrayFromImage(reader.Execute())
+            except RuntimeError as e:
+                raise ReadError(f"cannot read this image ({str(e).strip().splitlines()[-1][:160]})",
+                                image_path) from e
         return orientation.apply(voxels), (depth - hi if orientation.flip[0] else lo)
     image = read_volume(image_path)
     orientation = canonical_orientation(image)

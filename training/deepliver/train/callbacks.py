@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from deepliver.atomic import write_text_atomic
+from deepliver.errors import ConfigError
 from deepliver.train.config import OptimSection
 
-__all__ = ["BestMetric", "EarlyStopping", "make_scheduler", "CsvLog", "tensorboard_writer"]
+__all__ = ["BestMetric", "EarlyStopping", "make_scheduler", "poly_schedule", "CsvLog", "tensorboard_writer"]
 
 
 class BestMetric:
@@ -58,11 +59,46 @@ class EarlyStopping:
 
 
 def make_scheduler(optimizer, options: OptimSection):
-    """``ReduceLROnPlateau`` on the validation metric (mode max)."""
+    """``options.schedule``: ``plateau`` (``ReduceLROnPlateau`` on the validation metric, mode max) or ``poly``
+    (``poly_schedule``). Both are stepped once per epoch with the metric: ``scheduler.step(metric)``."""
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-    return ReduceLROnPlateau(optimizer, mode="max", factor=options.plateau_factor,
-                             patience=options.plateau_patience, min_lr=options.min_lr)
+    if options.schedule == "plateau":
+        return ReduceLROnPlateau(optimizer, mode="max", factor=options.plateau_factor,
+                                 patience=options.plateau_patience, min_lr=options.min_lr)
+    if options.schedule == "poly":
+        return poly_schedule(optimizer, options.epochs, min_lr=options.min_lr)
+    raise ConfigError(f"optim.schedule must be plateau or poly, got {options.schedule!r}")
+
+
+def poly_schedule(optimizer, epochs: int, exponent: float = 0.9, min_lr: float = 0.0):
+    """nnU-Net's poly schedule, per epoch: after ``e`` epochs the rate is ``lr * (1 - e / epochs) ** exponent``
+    (at least ``min_lr``). ``step(metric)`` ignores the metric, so it is called like ReduceLROnPlateau.
+    ``load_state_dict`` (resume, after the optimizer's) keeps this schedule's ``epochs``, so a run resumed with
+    more epochs follows the rates of an uninterrupted run of that length, from the next epoch on."""
+    from torch.optim.lr_scheduler import LRScheduler
+
+    class _Poly(LRScheduler):
+        def __init__(self):
+            self.epochs, self.exponent, self.min_lr = max(int(epochs), 1), float(exponent), float(min_lr)
+            super().__init__(optimizer)
+
+        def get_lr(self):
+            left = max(0.0, 1.0 - min(self.last_epoch, self.epochs) / self.epochs)
+            return [max(base * left ** self.exponent, self.min_lr) for base in self.base_lrs]
+
+        def step(self, metric=None):  # noqa: ARG002 - the metric is not used
+            super().step()
+
+        def load_state_dict(self, state):
+            planned = self.epochs
+            super().load_state_dict(state)
+            self.epochs = planned
+            self._last_lr = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+                group["lr"] = lr
+
+    return _Poly()
 
 
 class CsvLog:
