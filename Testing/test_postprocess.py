@@ -207,3 +207,31 @@ def test_cli_postprocess(tmp_path):
     bad_ext = _cli("postprocess", tmp_path / "in.nii.gz", "-o", tmp_path / "out.txt")
     assert bad_ext.returncode == 2 and "out.txt: unknown output extension" in bad_ext.stderr
     assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("liver_at_border", [False, True])
+def test_tumor_steps_equal_scipy_on_the_whole_grid(liver_at_border):
+    """postprocess_tumor works in a box around the liver; scipy here works on the whole grid."""
+    rng = np.random.default_rng(7)
+    shape = (20, 60, 64)
+    liver = np.zeros(shape, bool)
+    liver[(slice(0, 12) if liver_at_border else slice(5, 14)), 15:40, 12:44] = True
+    tumor = (rng.random(shape) < 0.02) | ndimage.binary_dilation(rng.random(shape) < 0.002, iterations=2)
+    tumor &= ndimage.binary_dilation(liver, iterations=3)          # near and inside the liver, some gaps
+    tumor[:, 50:, 50:] |= rng.random((20, 10, 14)) < 0.3            # far outside: removed
+    options = PostprocessOptions(tumor_liver_dilation_mm=2.0, tumor_min_volume_mm3=6.0, tumor_closing_mm=2.0)
+
+    allowed = ndimage.binary_dilation(liver, brute_ellipsoid(2.0, SPACING))
+    inside = tumor & allowed
+    labels, _ = ndimage.label(inside, structure=np.ones((3, 3, 3)))
+    volumes = np.bincount(labels.ravel()) * np.prod(SPACING)
+    keep = volumes >= 6.0 - 1e-9
+    keep[0] = False
+    kept = keep[labels]
+    se = brute_ellipsoid(2.0, SPACING)
+    pad = [(h, h) for h in (np.array(se.shape) // 2)]
+    closed = ndimage.binary_closing(np.pad(kept, pad, mode="edge"), se)
+    closed = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, shape))] & (allowed | kept)
+    out = postprocess_tumor(tumor, liver, SPACING, options)
+    assert closed.sum() > kept.sum() > 0
+    np.testing.assert_array_equal(out, closed)

@@ -42,6 +42,10 @@ def label_summary(label: np.ndarray, geometry: Geometry) -> dict[str, Any]:
     count (3D, 26-connected) of a ``(z, y, x)`` label array."""
     import cc3d
 
+    from deepliver.inference.predict import roi_box
+
+    box = roi_box(label > 0, geometry.spacing, 0.0)          # counted on the labelled box only
+    label = label[box] if box is not None else label[:0]
     tumor = label == TUMOR.value
     lesions = int(cc3d.connected_components(tumor.astype(np.uint8), connectivity=26).max()) if tumor.any() else 0
     voxel_ml = geometry.voxel_volume_ml

@@ -110,11 +110,13 @@ def model_from_module(module, config: ModelConfig, device: str = "cpu", amp: boo
 def normalize_intensity(hu: np.ndarray, intensity: Intensity) -> np.ndarray:
     """Clip HU to ``intensity.window`` then scale: ``window`` -> [0, 1], ``zscore`` -> ``(hu - mean) / std``."""
     lo, hi = (float(v) for v in intensity.window)
-    x = np.clip(hu.astype(np.float32, copy=False), lo, hi)
+    x = np.clip(hu.astype(np.float32, copy=False), lo, hi)     # a new array: scaled in place below
     if intensity.normalization == "window":
-        return (x - lo) / np.float32(hi - lo)
+        np.subtract(x, np.float32(lo), out=x)
+        return np.divide(x, np.float32(hi - lo), out=x)
     if intensity.normalization == "zscore":
-        return (x - np.float32(intensity.mean)) / np.float32(intensity.std or 1.0)
+        np.subtract(x, np.float32(intensity.mean), out=x)
+        return np.divide(x, np.float32(intensity.std or 1.0), out=x)
     raise ConfigError(f"intensity normalization must be 'window' or 'zscore', got {intensity.normalization!r}")
 
 
@@ -222,7 +224,7 @@ def _back_to_grid(probs: np.ndarray, model_grid: Geometry, target: Geometry) -> 
         sub = Geometry(size, target.spacing, tuple(target.index_to_physical(start)), target.direction)
         img = resample_to_geometry(model_grid.image_from_array(probs[0]), sub, is_label=False, default_value=0.0,
                                    extrapolate=True)
-        out[tuple(slice(a, a + n) for a, n in zip(start[::-1], size[::-1]))] = sitk.GetArrayFromImage(img) >= 0.5
+        out[tuple(slice(a, a + n) for a, n in zip(start[::-1], size[::-1]))] = sitk.GetArrayViewFromImage(img) >= 0.5
         return out
     channels = [sitk.GetArrayFromImage(resample_to_geometry(model_grid.image_from_array(p), target, is_label=False,
                                                             default_value=0.0, extrapolate=True)) for p in probs]
@@ -276,7 +278,7 @@ def predict_volume(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[
     resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
     model_grid = Geometry.from_image(resampled)
     orientation = model_orientation(model_grid, str({**INFERENCE_DEFAULTS, **config.inference}["orientation"]))
-    array = to_model_order(normalize_intensity(sitk.GetArrayFromImage(resampled), config.intensity), orientation)
+    array = to_model_order(normalize_intensity(sitk.GetArrayViewFromImage(resampled), config.intensity), orientation)
     probs = from_model_order(_probabilities(array, model, progress, stage), orientation)
     out[box] = _back_to_grid(probs, model_grid, crop_geometry)
     return out
