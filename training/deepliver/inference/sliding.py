@@ -26,11 +26,15 @@ def to_probabilities(logits: np.ndarray) -> np.ndarray:
     """Logits ``(N, K, ...)`` -> probabilities: K = 1 sigmoid (1 channel), K = 2 the softmax foreground channel
     (1 channel), K > 2 the softmax over all K channels."""
     logits = logits.astype(np.float32, copy=False)
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits))
+    if logits.shape[1] <= 2:  # sigmoid; with 2 channels softmax's p1 = sigmoid(l1 - l0): one exp, no sums
+        x = np.negative(logits) if logits.shape[1] == 1 else np.subtract(logits[:, :1], logits[:, 1:2])
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
+            np.exp(x, out=x)
+        x += np.float32(1.0)
+        return np.reciprocal(x, out=x)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = shifted / shifted.sum(axis=1, keepdims=True)
-    return probs[:, 1:2] if logits.shape[1] == 2 else probs
+    return probs
 
 
 def _pad_amounts(shape: Sequence[int], multiple: Sequence[int], minimum: Sequence[int]) -> list[tuple[int, int]]:
@@ -68,7 +72,7 @@ def predict_slices(volume: np.ndarray, predict: Predict, *, context: int = 0, ba
         idx = np.clip(zs[:, None] + np.arange(-context, context + 1)[None, :], 0, nz - 1)
         batch = volume[idx]                                                       # (N, C, y, x)
         batch = np.pad(batch, [(0, 0), (0, 0), *pads], constant_values=pad_value).astype(np.float32, copy=False)
-        probs = to_probabilities(np.asarray(predict(batch)))[(slice(None), slice(None), *crop)]
+        probs = to_probabilities(np.asarray(predict(batch))[(slice(None), slice(None), *crop)])
         if out is None:
             out = np.empty((probs.shape[1], *volume.shape), dtype=np.float32)
         out[:, zs] = probs.transpose(1, 0, 2, 3)
