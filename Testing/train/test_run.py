@@ -77,6 +77,19 @@ def test_resume_ends_with_the_same_weights(tiny_dataset, tiny_config, tmp_path, 
         train(tiny_dataset, tmp_path / "b", resume=True, overrides={"optim.lr": 0.5})
 
 
+def test_a_run_from_before_optim_schedule_resumes_with_plateau(tiny_dataset, tiny_config, tmp_path):
+    """Tumor runs now default to poly; a config.json without the key was a ReduceLROnPlateau run."""
+    run = tmp_path / "old"
+    train(tiny_dataset, run, tiny_config("unet2d", "tumor", {"optim.schedule": "plateau"}))
+    data = json.loads((run / "config.json").read_text())
+    del data["optim"]["schedule"]
+    (run / "config.json").write_text(json.dumps(data))
+    train(tiny_dataset, run, resume=True, overrides={"optim.epochs": 2})
+    assert json.loads((run / "config.json").read_text())["optim"]["schedule"] == "plateau"
+    scheduler = load_checkpoint(run / "checkpoints" / "last.pt")["scheduler"]
+    assert "patience" in scheduler and "exponent" not in scheduler                  # ReduceLROnPlateau's state
+
+
 def test_unet3d_tumor_task_trains_inside_the_liver_box(tiny_dataset, tiny_config, tmp_path):
     bundle = train(tiny_dataset, tmp_path / "run", tiny_config("unet3d", "tumor"))
     config = read_bundle_config(bundle)
