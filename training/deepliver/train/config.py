@@ -164,7 +164,9 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "liver": {},
     "tumor": {"optim.schedule": "poly", "optim.early_stop_patience": 0, "data.window": (-20.0, 200.0)},
 }
-"""Per-task overrides, applied after ``MODEL_DEFAULTS``. Tumor: a soft-tissue window (tumors differ from the
+"""Per-task overrides of the U-Nets (``unet2d``, ``unet3d``), applied after ``MODEL_DEFAULTS``; the detectors
+keep the dataclass defaults (their training was not measured with these, and Faster R-CNN's loss went to
+NaN once in the quick demo on the narrow window's slices). Tumor: a soft-tissue window (tumors differ from the
 liver by 10-50 HU, a few percent of the -100..400 window) and the poly schedule without early stopping: the
 validation Dice of a tumor model stays 0 for its first tens of epochs, during which ReduceLROnPlateau halved
 the learning rate every 6 epochs and early stopping ended the run (on the learn benchmark's phantoms: pooled
@@ -261,7 +263,8 @@ def default_config(model: str = "unet2d", task: str = "liver") -> TrainConfig:
     if model not in MODELS:
         raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     config = TrainConfig(model=model, task=task)
-    return apply_values(config, {**MODEL_DEFAULTS[model], **TASK_DEFAULTS.get(task, {})})
+    task_values = TASK_DEFAULTS.get(task, {}) if model in ("unet2d", "unet3d") else {}
+    return apply_values(config, {**MODEL_DEFAULTS[model], **task_values})
 
 
 def _flatten(data: dict[str, Any], where: Optional[str]) -> dict[str, Any]:
