@@ -33,6 +33,10 @@ from deepliver.demo_profiles import PROFILES, SPLIT, TEST_GEOMETRIES, DemoProfil
 from deepliver.errors import ConfigError
 from deepliver.progress import ProgressCallback
 
+REQUIRED_RUNS = ("liver_unet2d", "tumor_unet2d")
+"""The runs ``segment`` uses: a training failure there ends the demo; any other run that fails (a diverged
+loss) is left out of the comparison and named in the report's notes and ``summary.json``'s ``skipped``."""
+
 __all__ = ["DemoOptions", "DemoResult", "demo", "MARKER"]
 
 MARKER = ".deepliver-demo"
@@ -199,6 +203,7 @@ def demo(options: Optional[DemoOptions] = None, progress: Optional[ProgressCallb
     from deepliver.compare import CompareOptions, compare
     from deepliver.dataset.batch import export_folder
     from deepliver.dataset.convert import ConvertOptions, convert_dataset
+    from deepliver.train.loop import TrainingError
     from deepliver.train.run import train
 
     options = options or DemoOptions()
@@ -226,10 +231,18 @@ def demo(options: Optional[DemoOptions] = None, progress: Optional[ProgressCallb
                 notify(f"skipping YOLO: {yolo_reason}")
             continue
         with clock.stage("train", f"train: {spec.model} {spec.task} ({len(runs) + 1}/{len(profile.runs)})"):
-            train(out / "dataset", out / "runs" / spec.name, _train_config(spec, out, options, profile),
-                  progress=progress)
+            try:
+                train(out / "dataset", out / "runs" / spec.name, _train_config(spec, out, options, profile),
+                      progress=progress)
+            except TrainingError as e:       # a diverged comparison model: reported, the rest goes on
+                if spec.name in REQUIRED_RUNS:
+                    raise
+                skipped[spec.name] = f"training failed: {e.message}"
+                if notify:
+                    notify(f"{spec.name}: training failed ({e.message}); the comparison goes on without it")
+                continue
         runs.append(out / "runs" / spec.name)
-    liver_run, tumor_run = out / "runs" / "liver_unet2d", out / "runs" / "tumor_unet2d"
+    liver_run, tumor_run = (out / "runs" / name for name in REQUIRED_RUNS)
     with clock.stage("segment", "segment + evaluate: held-out DICOM series, liver U-Net 2D + tumor U-Net 2D"):
         segmented = _segment_and_evaluate(out, liver_run / "model", tumor_run / "model", options.device, progress)
     with clock.stage("compare", "compare: every model on the held-out cases"):

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Optional
 
 from deepliver.errors import DeepLiverError
+from deepliver.train.loop import TrainingError
 from deepliver.progress import ProgressCallback
 
 __all__ = ["NonFiniteLossError", "shard", "train_fasterrcnn_bundle"]
 
 
-class NonFiniteLossError(DeepLiverError):
+class NonFiniteLossError(TrainingError):
     """The training loss became NaN or infinite."""
 
 
@@ -72,7 +73,7 @@ def _epoch(model, dataset, optimizer, scaler, epoch: int, config, ctx,
         with torch.autocast("cuda", enabled=use_amp):
             loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the Faster R-CNN loss became {float(loss)} at epoch {epoch + 1}, step "
+            raise NonFiniteLossError(f"the Faster R-CNN loss became {float(loss.detach())} at epoch {epoch + 1}, step "
                                      f"{step + 1}; lower the learning rate (--lr, now {config.optim.lr:g})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

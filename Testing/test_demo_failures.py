@@ -1,0 +1,40 @@
+"""A comparison model whose training diverges is left out of the demo, named in the notes; the demo goes on.
+
+A micro profile (tiny phantoms, a few steps) replaces the quick one; Faster R-CNN gets a learning rate that
+makes its loss non-finite on the first steps (a real divergence, no mock)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepliver import demo as demo_module
+from deepliver.demo_profiles import PROFILES, DemoProfile, RunSpec
+
+
+def _unet(task):
+    return RunSpec(f"{task}_unet2d", "unet2d", task, {
+        "unet.channels": (4, 8), "unet.strides": (2,), "unet.num_res_units": 0, "data.target_spacing": (6.0, 6.0, None),
+        "data.patch_size": (32, 32), "optim.steps_per_epoch": 2, "optim.epochs": 1, "optim.batch_size": 4,
+        "optim.early_stop_patience": 0, "validation.batch_size": 16})
+
+
+@pytest.mark.slow
+def test_a_diverging_detector_is_reported_and_the_demo_goes_on(tmp_path, monkeypatch):
+    broken = RunSpec("tumor_fasterrcnn", "fasterrcnn", "tumor", {
+        "optim.epochs": 1, "optim.early_stop_patience": 0, "optim.lr": 1e12, "optim.grad_clip": 0.0,
+        "detector.backbone": "mobilenet_v3_large_fpn", "optim.batch_size": 8,
+        "detector.box_batch_size_per_image": 32})
+    micro = DemoProfile("quick", train_cases=4, test_cases=1, train_shape=(64, 64, 16),
+                        train_spacing=(6.0, 6.0, 10.0), slice_size=64, minutes=1,
+                        runs=(_unet("liver"), _unet("tumor"), broken))
+    monkeypatch.setitem(PROFILES, "quick", micro)
+    messages = []
+    result = demo_module.demo(demo_module.DemoOptions(out=tmp_path / "demo", quick=True, yolo=False),
+                              notify=messages.append)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped"]["tumor_fasterrcnn"].startswith("training failed: the Faster R-CNN loss became")
+    assert len(summary["models"]) == 2 and not any("R-CNN" in name for name in summary["models"])
+    assert "tumor_fasterrcnn skipped: training failed" in result.report.read_text(encoding="utf-8")
+    assert any("tumor_fasterrcnn: training failed" in m for m in messages)
