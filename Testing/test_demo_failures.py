@@ -1,4 +1,5 @@
-"""A comparison model whose training diverges is left out of the demo, named in the notes; the demo goes on.
+"""A comparison model whose training diverges is left out of the demo, named in the notes; the demo goes on;
+and the same seed gives the same case ids and the same trained models.
 
 A micro profile (tiny phantoms, a few steps) replaces the quick one; Faster R-CNN gets a learning rate that
 makes its loss non-finite on the first steps (a real divergence, no mock)."""
@@ -38,3 +39,10 @@ def test_a_diverging_detector_is_reported_and_the_demo_goes_on(tmp_path, monkeyp
     assert len(summary["models"]) == 2 and not any("R-CNN" in name for name in summary["models"])
     assert "tumor_fasterrcnn skipped: training failed" in result.report.read_text(encoding="utf-8")
     assert any("tumor_fasterrcnn: training failed" in m for m in messages)
+
+    again = demo_module.demo(demo_module.DemoOptions(out=tmp_path / "again", quick=True, yolo=False))
+    ids = [sorted(p.name for p in (root / "dataset" / "imagesTr").iterdir()) for root in (result.out, again.out)]
+    assert ids[0] == ids[1] and len(ids[0]) == 4
+    for run in ("liver_unet2d", "tumor_unet2d"):
+        weights = [(root / "runs" / run / "model" / "weights.safetensors").read_bytes() for root in (result.out, again.out)]
+        assert weights[0] == weights[1], run
