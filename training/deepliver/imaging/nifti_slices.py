@@ -50,8 +50,8 @@ _HEADER_FIELDS = {  # sizeof_hdr -> (dim format, offset), datatype offset, (vox_
 }
 
 
-def _layout(header: bytes) -> Optional[tuple[str, tuple[int, int, int], np.dtype, int]]:
-    """``(kind, (nx, ny, nz), dtype, voxel offset)`` of a plain 3D integer NIfTI header, else None."""
+def _layout(header: bytes) -> Optional[tuple[tuple[int, int, int], np.dtype, int]]:
+    """``((nx, ny, nz), dtype, voxel offset)`` of a plain 3D integer NIfTI-1/2 header, else None."""
     for endian in "<>":
         size = struct.unpack_from(endian + "i", header, 0)[0] if len(header) >= 4 else 0
         if size in _HEADER_FIELDS and len(header) >= size:
@@ -70,8 +70,7 @@ def _layout(header: bytes) -> Optional[tuple[str, tuple[int, int, int], np.dtype
         return None
     if datatype not in _INTEGER_TYPES or slope not in (0.0, 1.0) or inter != 0.0:
         return None
-    return ("nifti1" if size == 348 else "nifti2"), shape, np.dtype(endian + _INTEGER_TYPES[datatype]), \
-        max(offset, size + 4)          # single-file NIfTI: header + 4 extension bytes at least
+    return shape, np.dtype(endian + _INTEGER_TYPES[datatype]), max(offset, size + 4)  # + 4 extension bytes
 
 
 def read_nifti_slices(path: str | os.PathLike, lo: int, hi: int) -> Optional[np.ndarray]:
@@ -85,7 +84,7 @@ def read_nifti_slices(path: str | os.PathLike, lo: int, hi: int) -> Optional[np.
             layout = _layout(f.read(540))
             if layout is None:
                 return None
-            _, (nx, ny, nz), dtype, offset = layout
+            (nx, ny, nz), dtype, offset = layout
             if not 0 <= lo < hi <= nz:
                 raise ReadError(f"slices {lo} to {hi - 1} asked for, the image has {nz}", path)
             plane = nx * ny * dtype.itemsize
