@@ -44,5 +44,6 @@ def test_a_diverging_detector_is_reported_and_the_demo_goes_on(tmp_path, monkeyp
     ids = [sorted(p.name for p in (root / "dataset" / "imagesTr").iterdir()) for root in (result.out, again.out)]
     assert ids[0] == ids[1] and len(ids[0]) == 4
     for run in ("liver_unet2d", "tumor_unet2d"):
-        weights = [(root / "runs" / run / "model" / "weights.safetensors").read_bytes() for root in (result.out, again.out)]
+        weights = [(root / "runs" / run / "model" / "weights.safetensors").read_bytes()
+                   for root in (result.out, again.out)]
         assert weights[0] == weights[1], run

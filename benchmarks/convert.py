@@ -159,7 +159,8 @@ def main() -> None:
     cpu_rate = {k: len(pixels) / statistics.median(v) for k, v in cpu.items()}
     load_after = os.getloadavg()
     print(f"{args.cases} case(s) of {args.size}x{args.size}x{args.depth}, {len(pixels)} of "
-          f"{args.cases * args.depth} slices written per run, medians of {args.repeats}; deflate by {DEFLATER}; load average "
+          f"{args.cases * args.depth} slices written per run, medians of {args.repeats}; deflate by {DEFLATER}; "
+          "load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs.\n'CPU' columns use "
           "CPU time, robust to a busy machine: this process's, and for 2 workers this process's plus half of its "
           "workers' (the run time if each worker had a core of its own). On a shared machine whose kernel "

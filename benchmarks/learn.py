@@ -8,8 +8,8 @@ generator does (identity, flipped, oblique). It trains the 2D U-Net liver model 
 ``deepliver.train.run.train`` (the defaults of ``deepliver.train.config`` except the sizes below) and prints
 its validation Dice per epoch (``predict_volume`` on whole validation volumes, original grid), then trains
 the tumour model (the tumour task's defaults; on a cohort of 64 phantoms, the first 24 being the liver's:
-with 24, the model overfits its 18 training cases) inside the true liver's box + margin and reports its Dice: per case as training logs it,
-pooled over the validation cases, and pooled over lesions > 10 mm only (smaller ones and a 2-voxel rim
+with 24, the model overfits its 18 training cases) inside the true liver's box + margin and reports its
+Dice: per case as training logs it, pooled over the validation cases, and pooled over lesions > 10 mm only (smaller ones and a 2-voxel rim
 around them are left out of both masks).
 
 Baselines, same run, same validation cases, no learning: liver, an HU band learned from the training labels

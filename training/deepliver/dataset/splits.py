@@ -8,14 +8,13 @@ so the same ids and seed always give the same splits, whatever the order they we
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-
-import json
-import os
-from pathlib import Path
 
 from deepliver.errors import ConfigError, InputError
 

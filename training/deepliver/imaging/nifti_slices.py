@@ -44,7 +44,8 @@ def deflate(data: bytes, level: int = 1) -> bytes:
     return zlib.compress(data, int(level))
 
 
-_HEADER_FIELDS = {  # sizeof_hdr -> (dim format, offset), datatype offset, (vox_offset format, offset), (scl format, offset)
+# sizeof_hdr -> (dim format, offset), datatype offset, (vox_offset format, offset), (scl_slope/inter format, offset)
+_HEADER_FIELDS = {
     348: (("8h", 40), 70, ("f", 108), ("2f", 112)),     # NIfTI-1
     540: (("8q", 16), 12, ("q", 168), ("2d", 176)),     # NIfTI-2
 }

@@ -235,11 +235,11 @@ def _target_region(mask: np.ndarray, source: Geometry, target: Geometry):
     """``(start, size)`` (x, y, z) of the ``target`` voxels within one ``source`` voxel of ``mask``'s bounding
     box (``mask`` (z, y, x) on ``source``): None when ``mask`` is empty; all of ``target`` when the box
     touches the border of ``source`` (beyond it, extrapolation copies the border voxels outwards)."""
-    zs, ys, xs = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
-    if not len(zs):
+    box = roi_box(mask, source.spacing, 0.0)
+    if box is None:
         return None
-    lo = np.array([xs[0], ys[0], zs[0]])
-    hi = np.array([xs[-1], ys[-1], zs[-1]])
+    lo = np.array([b.start for b in box[::-1]])
+    hi = np.array([b.stop - 1 for b in box[::-1]])
     if np.any(lo == 0) or np.any(hi == np.array(source.size) - 1):
         return (0, 0, 0), tuple(target.size)
     corners = np.array(np.meshgrid(*zip(lo - 1.0, hi + 1.0), indexing="ij")).reshape(3, -1).T

@@ -249,7 +249,8 @@ def _child(spec_path: str) -> int:
         model = YOLO(opts["model_yaml"])
         kwargs = dict(data=spec["data"], epochs=opts["epochs"], batch=opts["batch"], imgsz=opts["image_size"],
                       lr0=opts["lr"], optimizer=opts["optimizer"], device=opts["device"], seed=opts["seed"],
-                      deterministic=opts.get("deterministic", True), workers=opts["workers"], patience=opts["patience"], amp=opts["amp"],
+                      deterministic=opts.get("deterministic", True), workers=opts["workers"],
+                      patience=opts["patience"], amp=opts["amp"],
                       plots=False, pretrained=False, project=str(folder), name="train", exist_ok=True,
                       verbose=False, nbs=opts["batch"], warmup_epochs=opts.get("warmup_epochs", 3.0),
                       scale=opts.get("scale", 0.5))

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
-from deepliver.train.config import OptimSection
+from deepliver.train.config import SCHEDULES, OptimSection
 
 __all__ = ["BestMetric", "EarlyStopping", "make_scheduler", "poly_schedule", "CsvLog", "tensorboard_writer"]
 
@@ -68,7 +68,7 @@ def make_scheduler(optimizer, options: OptimSection):
                                  patience=options.plateau_patience, min_lr=options.min_lr)
     if options.schedule == "poly":
         return poly_schedule(optimizer, options.epochs, min_lr=options.min_lr)
-    raise ConfigError(f"optim.schedule must be plateau or poly, got {options.schedule!r}")
+    raise ConfigError(f"optim.schedule must be {' or '.join(SCHEDULES)}, got {options.schedule!r}")
 
 
 def poly_schedule(optimizer, epochs: int, exponent: float = 0.9, min_lr: float = 0.0):

@@ -20,8 +20,8 @@ import numpy as np
 from deepliver.atomic import atomic_path
 from deepliver.errors import InputError
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "seed_everything", "determinism", "rng_state", "set_rng_state", "restore_training_state", "save_checkpoint",
-           "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "seed_everything", "determinism", "rng_state", "set_rng_state",
+           "training_state", "restore_training_state", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -115,6 +115,16 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, A
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"not a deepliver checkpoint of format {CHECKPOINT_FORMAT}", path)
     return state
+
+
+def training_state(epoch: int, *, weights: dict[str, Any], optimizer, scheduler, scaler,
+                   callbacks: dict[str, Any]) -> dict[str, Any]:
+    """What ``last.pt`` holds after ``epoch`` epochs (``restore_training_state`` reads it back): the model
+    ``weights`` (a state dict), optimizer, scheduler, AMP scaler, each callback's ``state_dict()`` by name,
+    and the RNG states."""
+    return {"epoch": int(epoch), "model": weights, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "callbacks": {name: callback.state_dict() for name, callback in callbacks.items()}, "rng": rng_state()}
 
 
 def restore_training_state(state: dict[str, Any], *, model, optimizer, scheduler, scaler,

@@ -21,12 +21,14 @@ from typing import Any, Optional
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 
-__all__ = ["MODELS", "TASKS", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
-           "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS", "default_config",
-           "apply_values", "config_from_dict", "read_config", "write_config"]
+__all__ = ["MODELS", "TASKS", "SCHEDULES", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
+           "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
+           "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
 
 MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")
 TASKS = ("liver", "tumor")
+SCHEDULES = ("plateau", "poly")
+"""``optim.schedule`` values (``deepliver.train.callbacks.make_scheduler``)."""
 
 
 @dataclass
@@ -237,8 +239,8 @@ def _validate(config: TrainConfig, where: Optional[str]) -> None:
     if config.optim.epochs < 1 or config.optim.batch_size < 1:
         raise ConfigError(f"optim.epochs and optim.batch_size must be >= 1, got {config.optim.epochs} and "
                           f"{config.optim.batch_size}", where)
-    if config.optim.schedule not in ("plateau", "poly"):
-        raise ConfigError(f"optim.schedule must be plateau or poly, got {config.optim.schedule!r}", where)
+    if config.optim.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule must be {' or '.join(SCHEDULES)}, got {config.optim.schedule!r}", where)
     if len(config.data.target_spacing) != 3:
         raise ConfigError(f"data.target_spacing needs 3 values (x, y, z), got {list(config.data.target_spacing)}",
                           where)

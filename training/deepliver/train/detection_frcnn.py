@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from deepliver.errors import DeepLiverError
-from deepliver.train.loop import TrainingError
 from deepliver.progress import ProgressCallback
+from deepliver.train.loop import TrainingError
 
 __all__ = ["NonFiniteLossError", "shard", "train_fasterrcnn_bundle"]
 
@@ -73,8 +73,8 @@ def _epoch(model, dataset, optimizer, scaler, epoch: int, config, ctx,
         with torch.autocast("cuda", enabled=use_amp):
             loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the Faster R-CNN loss became {float(loss.detach())} at epoch {epoch + 1}, step "
-                                     f"{step + 1}; lower the learning rate (--lr, now {config.optim.lr:g})")
+            raise NonFiniteLossError(f"the Faster R-CNN loss became {float(loss.detach())} at epoch {epoch + 1}, "
+                                     f"step {step + 1}; lower the learning rate (--lr, now {config.optim.lr:g})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.optim.grad_clip:
@@ -126,10 +126,9 @@ def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCal
     from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
     from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler
     from deepliver.train.checkpoint import load_checkpoint, restore_training_state, seed_everything
+    from deepliver.train import ddp
     from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
                                           validate_detector)
-
-    from deepliver.train import ddp
 
     device = ctx.device
     seed_everything(int(config.seed))
@@ -190,13 +189,12 @@ def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCal
 def _save(out: Path, model, optimizer, scheduler, scaler, best, stopper, epoch: int, improved: bool,
           validation: dict) -> None:
     """``best.pt`` when the metric improved, ``last.pt`` always (rank 0 only)."""
-    from deepliver.train.checkpoint import rng_state, save_checkpoint
+    from deepliver.train.checkpoint import save_checkpoint, training_state
 
     checkpoints = out / "checkpoints"
     if improved:
         save_checkpoint(checkpoints / "best.pt", {"epoch": epoch + 1, "model": model.state_dict(),
                                                   "validation": dict(validation)})
-    save_checkpoint(checkpoints / "last.pt", {
-        "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "callbacks": {"best": best.state_dict(), "early_stopping": stopper.state_dict()}})
+    save_checkpoint(checkpoints / "last.pt", training_state(
+        epoch + 1, weights=model.state_dict(), optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        callbacks={"best": best, "early_stopping": stopper}))

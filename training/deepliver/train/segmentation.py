@@ -26,8 +26,8 @@ from deepliver.progress import ProgressCallback
 from deepliver.train import ddp
 from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
 from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer
-from deepliver.train.checkpoint import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
-                                       determinism, seed_everything)
+from deepliver.train.checkpoint import (determinism, load_checkpoint, restore_training_state, save_checkpoint,
+                                       seed_everything, training_state)
 from deepliver.train.config import TrainConfig
 from deepliver.train.data import SampleSource, TrainingSamples, load_cached
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
@@ -203,10 +203,8 @@ def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if improved or not run.best.is_file():
         save_checkpoint(run.best, {"epoch": epoch + 1, "model": weights, "metric": metric})
-    save_checkpoint(run.last, {"epoch": epoch + 1, "model": weights, "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                               "callbacks": {"best": best.state_dict(), "early": early.state_dict()},
-                               "rng": rng_state()})
+    save_checkpoint(run.last, training_state(epoch + 1, weights=weights, optimizer=optimizer, scheduler=scheduler,
+                                             scaler=scaler, callbacks={"best": best, "early": early}))
 
 
 def _write_bundle(run: RunPaths, mc: ModelConfig, best: BestMetric, val_entries: list[Path]) -> None:
