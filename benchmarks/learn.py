@@ -176,7 +176,8 @@ def main() -> None:
     tbundle, twall, tload = timed_train(tumor_data, root / "run-tumor",
                                         config_for("tumor", size, size["tumor_epochs"], args.workers))
     trows = log_rows(root / "run-tumor")
-    tbest = read_bundle_config(tbundle).validation["dice"]
+    tval = read_bundle_config(tbundle).validation
+    tbest = tval["dice_global"]
     ts = tumor_scores(tumor_data, tbundle)
     print(f"\ntumour: {size['tumor_cases']} phantoms (75% for training), {size['tumor_epochs']} epochs x "
           f"{size['steps']} steps, the tumour task's defaults (window -20..200 HU, poly schedule)")
@@ -186,12 +187,13 @@ def main() -> None:
     print(f"| liver: 2D U-Net (best epoch; >= 0.95 at {when}) | {best:.4f} | >= 0.95 in 600 s | {wall:.0f} | "
           f"{load:.1f} | {best / base:.2f}x |")
     print(f"| tumour: HU outliers in the liver (baseline), pooled | {ts['base_all']:.4f} | - | - | - | 1.00x |")
-    print(f"| tumour: 2D U-Net, mean per case (as validated) | {tbest:.4f} | >= 0.7 | {twall:.0f} | {tload:.1f} | - |")
+    print(f"| tumour: 2D U-Net, pooled as validated (best epoch {tval['epoch']}; mean per case {tval['dice']:.4f}) | "
+          f"{tbest:.4f} | >= 0.7 | {twall:.0f} | {tload:.1f} | - |")
     print(f"| tumour: 2D U-Net, pooled, all {ts['lesions']} lesions | {ts['all']:.4f} | >= 0.7 | - | - | "
           f"{ts['all'] / max(ts['base_all'], 1e-6):.2f}x |")
     print(f"| tumour: 2D U-Net, pooled, {ts['lesions_large']} lesions > 10 mm | {ts['large']:.4f} | >= 0.7 | - | - | "
           f"{ts['large'] / max(ts['base_large'], 1e-6):.2f}x |")
-    print("\ntumour Dice per epoch: " + ", ".join(f"{float(r['val_dice']):.3f}" for r in trows))
+    print("\ntumour pooled Dice per epoch: " + ", ".join(f"{float(r['val_dice_global']):.3f}" for r in trows))
     print(json.dumps({"liver_dice": best, "liver_095_at": reached, "tumor_dice": tbest, "tumor_pooled": ts,
                       "baseline_dice": base, "liver_wall_s": wall, "tumor_wall_s": twall, "load": [load, tload]}))
 

@@ -71,6 +71,9 @@ def test_tumor_task_defaults_and_the_poly_schedule_rates():
     tumor, liver = default_config("unet2d", "tumor"), default_config("unet2d", "liver")
     assert (tumor.optim.schedule, tumor.optim.early_stop_patience, tumor.data.window) == ("poly", 0, (-20.0, 200.0))
     assert (liver.optim.schedule, liver.data.window) == ("plateau", TrainConfig().data.window)
+    assert (tumor.validation.metric, liver.validation.metric) == ("dice_global", "dice")
+    with pytest.raises(ConfigError, match="validation.metric must be dice or dice_global, got 'iou'"):
+        config_from_dict({"validation": {"metric": "iou"}})
     detector = default_config("fasterrcnn", "tumor")                 # the U-Nets' task defaults only
     assert (detector.optim.schedule, detector.data.window) == ("plateau", TrainConfig().data.window)
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.02)

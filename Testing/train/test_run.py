@@ -90,6 +90,30 @@ def test_a_run_from_before_optim_schedule_resumes_with_plateau(tiny_dataset, tin
     assert "patience" in scheduler and "exponent" not in scheduler                  # ReduceLROnPlateau's state
 
 
+def test_tumor_run_keeps_the_epoch_with_the_best_pooled_dice(tiny_dataset, tiny_config, tmp_path):
+    """Tumor task: best.pt and the bundle follow val_dice_global, and that number is the pooled Dice a user
+    gets from the bundle on the validation cases (inside the true liver, as validation runs it)."""
+    run = tmp_path / "run"
+    bundle = train(tiny_dataset, run, tiny_config("unet2d", "tumor", {"optim.epochs": 3, "data.split": (60, 40, 0)}))
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    pooled = [float(r["val_dice_global"]) for r in rows]
+    config = read_bundle_config(bundle)
+    assert config.validation["metric"] == "dice_global"
+    assert config.validation["epoch"] == 1 + int(np.argmax(pooled))
+    assert float(rows[config.validation["epoch"] - 1]["val_dice"]) == pytest.approx(config.validation["dice"], abs=1e-6)
+    import SimpleITK as sitk
+    files = {c.case: c for c in list_cases(tiny_dataset)}
+    model, preds, refs = load_model(bundle), [], []
+    for case in config.fingerprint["val_cases"]:
+        label = sitk.GetArrayFromImage(read_label(files[case].label))
+        preds.append(predict_volume(read_volume(files[case].image), model, roi_mask=label >= 1).ravel() > 0)
+        refs.append(label.ravel() == 2)
+    assert len(preds) == 2
+    expected = overlap_metrics(np.concatenate(preds), np.concatenate(refs))["dice"]
+    assert config.validation["dice_global"] == pytest.approx(expected, abs=1e-9)
+    assert max(pooled) == pytest.approx(expected, abs=1e-6)
+
+
 def test_unet3d_tumor_task_trains_inside_the_liver_box(tiny_dataset, tiny_config, tmp_path):
     bundle = train(tiny_dataset, tmp_path / "run", tiny_config("unet3d", "tumor"))
     config = read_bundle_config(bundle)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 
-__all__ = ["MODELS", "TASKS", "SCHEDULES", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
+__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
            "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
            "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
 
@@ -29,6 +29,8 @@ MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")
 TASKS = ("liver", "tumor")
 SCHEDULES = ("plateau", "poly")
 """``optim.schedule`` values (``deepliver.train.callbacks.make_scheduler``)."""
+VALIDATION_METRICS = ("dice", "dice_global")
+"""``validation.metric`` values (``deepliver.train.segmentation.validation_scores``)."""
 
 
 @dataclass
@@ -99,7 +101,9 @@ class OptimSection:
 
 @dataclass
 class ValidationSection:
-    """Validation on whole volumes with ``predict_volume``: ``batch_size`` slices (2D) or windows (3D)."""
+    """Validation on whole volumes with ``predict_volume``: ``batch_size`` slices (2D) or windows (3D).
+    ``metric``: what the schedule, early stopping and the best checkpoint follow, ``dice`` (mean of the
+    validation cases' Dice) or ``dice_global`` (Dice of all their voxels pooled; see ``TASK_DEFAULTS``)."""
     every: int = 1
     metric: str = "dice"
     batch_size: int = 16
@@ -164,7 +168,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "liver": {},
-    "tumor": {"optim.schedule": "poly", "optim.early_stop_patience": 0, "data.window": (-20.0, 200.0)},
+    "tumor": {"optim.schedule": "poly", "optim.early_stop_patience": 0, "data.window": (-20.0, 200.0),
+              "validation.metric": "dice_global"},
 }
 """Per-task overrides of the U-Nets (``unet2d``, ``unet3d``), applied after ``MODEL_DEFAULTS``; the detectors
 keep the dataclass defaults (their training was not measured with these, and Faster R-CNN's loss went to
@@ -172,7 +177,8 @@ NaN once in the quick demo on the narrow window's slices). Tumor: a soft-tissue 
 liver by 10-50 HU, a few percent of the -100..400 window) and the poly schedule without early stopping: the
 validation Dice of a tumor model stays 0 for its first tens of epochs, during which ReduceLROnPlateau halved
 the learning rate every 6 epochs and early stopping ended the run (on the learn benchmark's phantoms: pooled
-Dice 0 after 40 epochs with those, 0.15 after 30 epochs at a constant rate with this window)."""
+Dice 0 after 40 epochs with those, 0.15 after 30 epochs at a constant rate with this window). The best
+checkpoint by pooled Dice (``dice_global``): the mean over cases rewards predicting no tumor at all."""
 
 _TOP = ("model", "task", "seed", "device", "amp", "deterministic")
 
@@ -239,6 +245,9 @@ def _validate(config: TrainConfig, where: Optional[str]) -> None:
     if config.optim.epochs < 1 or config.optim.batch_size < 1:
         raise ConfigError(f"optim.epochs and optim.batch_size must be >= 1, got {config.optim.epochs} and "
                           f"{config.optim.batch_size}", where)
+    if config.validation.metric not in VALIDATION_METRICS:
+        raise ConfigError(f"validation.metric must be {' or '.join(VALIDATION_METRICS)}, got "
+                          f"{config.validation.metric!r}", where)
     if config.optim.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule must be {' or '.join(SCHEDULES)}, got {config.optim.schedule!r}", where)
     if len(config.data.target_spacing) != 3:

@@ -2,8 +2,13 @@
 
 Validation runs ``deepliver.inference.predict.predict_volume`` on each validation case's whole volume on
 its original grid (tumor task: inside the true liver's bounding box + margin, as the cascade crops around
-the predicted liver) and averages the Dice of ``deepliver.metrics.overlap_metrics``; that is the number
-the schedule, early stopping and ``best.pt`` follow and the bundle records.
+the predicted liver) and scores it two ways (``validation_scores``): ``dice``, the mean of the cases' Dice
+(``deepliver.metrics.overlap_metrics``; a case without the structure scores 1 when nothing is predicted),
+and ``dice_global``, one Dice of all validation voxels pooled (LiTS' "Dice global"). ``validation.metric``
+names the one the schedule, early stopping and ``best.pt`` follow; the log and the bundle record both. The
+tumor task follows ``dice_global``: with the mean, a model that predicts no tumor anywhere scores the share
+of tumor-free validation cases and can stay "best" for good (seen on 64 phantoms: epochs 2-25 predicted
+nothing at 0.19, every later epoch found tumors at 0.03-0.13).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from deepliver.train.data import SampleSource, TrainingSamples, load_cached
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
 from deepliver.train.run import RunPaths
 
-__all__ = ["train_unet", "split_dataset", "model_config", "validate", "seed_everything"]
+__all__ = ["train_unet", "split_dataset", "model_config", "validate", "validation_scores", "seed_everything"]
 
 
 def split_dataset(dataset: Path, case_ids: list[str], config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -79,18 +84,31 @@ def _validation_image(entry: Path):
 
 
 def validate(module, mc: ModelConfig, entries: list[Path], device: str,
-             progress: Optional[ProgressCallback] = None) -> dict[str, float]:
-    """Dice per validation case (cache entries kept with ``keep_original``) with ``predict_volume``."""
+             progress: Optional[ProgressCallback] = None) -> dict[str, tuple[int, int, int]]:
+    """Per validation case (cache entries kept with ``keep_original``), with ``predict_volume``: the counts
+    ``(true positives, predicted, reference)`` voxels of the task's structure (``validation_scores``)."""
     loaded = model_from_module(module, mc, device)
-    scores = {}
+    counts = {}
     for i, entry in enumerate(entries):
         case, image, label = _validation_image(entry)
         roi = label >= 1 if mc.task == "tumor" else None
-        pred = predict_volume(image, loaded, roi_mask=roi, stage="validate")
-        scores[case] = float(overlap_metrics(pred.astype(bool), task_mask(label, mc.task))["dice"])
+        pred = predict_volume(image, loaded, roi_mask=roi, stage="validate").astype(bool)
+        ref = task_mask(label, mc.task)
+        counts[case] = (int(np.count_nonzero(pred & ref)), int(np.count_nonzero(pred)), int(np.count_nonzero(ref)))
         if progress:
             progress("validate", i + 1, len(entries))
-    return scores
+    return counts
+
+
+def validation_scores(counts: dict[str, tuple[int, int, int]]) -> dict[str, float]:
+    """``dice`` (mean of the cases' Dice, 1 for a case where both masks are empty, as ``overlap_metrics``
+    scores it) and ``dice_global`` (2 x all true positives / (all predicted + all reference voxels); 1 when
+    both are empty everywhere) from ``validate``'s counts; NaN for no case."""
+    if not counts:
+        return {"dice": float("nan"), "dice_global": float("nan")}
+    per_case = [1.0 if p + r == 0 else 2 * tp / (p + r) for tp, p, r in counts.values()]
+    tp, p, r = (sum(c[k] for c in counts.values()) for k in range(3))
+    return {"dice": float(np.mean(per_case)), "dice_global": 1.0 if p + r == 0 else 2 * tp / (p + r)}
 
 
 def _prepare_data(dataset: Path, run: RunPaths, config: TrainConfig, ctx, progress):
@@ -173,44 +191,48 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                                 stage=f"epoch {epoch + 1}/{o.epochs}",
                                                 progress=progress if ctx.is_main else None), ctx)
                 ddp.average_buffers(model, ctx)     # batch-norm statistics (unet.norm "batch"), if any
-                scores = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
+                counts = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
                 model.train()
-                metric = ddp.broadcast(float(np.mean(list(scores.values()))) if scores else float("nan"), ctx)
+                scores = ddp.broadcast(validation_scores(counts), ctx)
+                metric = scores[config.validation.metric]
                 scheduler.step(metric)
                 improved = best.update(metric, epoch)
                 stop = early.step(improved)
                 if ctx.is_main:
-                    _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric)
-                    row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(metric, 6),
+                    _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores)
+                    row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(scores["dice"], 6),
+                           "val_dice_global": round(scores["dice_global"], 6),
                            "lr": optimizer.param_groups[0]["lr"], "best_epoch": best.epoch + 1,
                            "seconds": round(time.perf_counter() - t0, 2)}
                     log.append(row)
                     if board is not None:
-                        for key in ("train_loss", "val_dice", "lr"):
+                        for key in ("train_loss", "val_dice", "val_dice_global", "lr"):
                             board.add_scalar(key, row[key], epoch + 1)
                 if stop:
                     break
             ddp.write_debug_hash(model, ctx)
             if ctx.is_main:
-                _write_bundle(run, mc, best, val_entries)
+                _write_bundle(run, mc, config.validation.metric, val_entries)
             ddp.barrier(ctx)
             return run.bundle
         finally:
             ddp.teardown(ctx)
 
 
-def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, metric) -> None:
+def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores: dict) -> None:
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if improved or not run.best.is_file():
-        save_checkpoint(run.best, {"epoch": epoch + 1, "model": weights, "metric": metric})
+        save_checkpoint(run.best, {"epoch": epoch + 1, "model": weights, **scores})
     save_checkpoint(run.last, training_state(epoch + 1, weights=weights, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, callbacks={"best": best, "early": early}))
 
 
-def _write_bundle(run: RunPaths, mc: ModelConfig, best: BestMetric, val_entries: list[Path]) -> None:
+def _write_bundle(run: RunPaths, mc: ModelConfig, metric: str, val_entries: list[Path]) -> None:
     state = load_checkpoint(run.best)
-    mc.validation = {"metric": "dice", "dice": state["metric"], "epoch": int(state["epoch"]),
-                     "cases": len(val_entries), "on": "original grid, whole volumes (predict_volume)"}
+    dice = state["dice"] if "dice" in state else state["metric"]     # best.pt of a run from before dice_global
+    mc.validation = {"metric": metric, "dice": dice, "dice_global": state.get("dice_global"),
+                     "epoch": int(state["epoch"]), "cases": len(val_entries),
+                     "on": "original grid, whole volumes (predict_volume)"}
     mc.training["epochs_run"] = int(load_checkpoint(run.last)["epoch"])
     save_bundle(run.bundle, mc, state["model"])
     from deepliver.models.onnx_export import try_export_onnx  # issue 8: model.onnx; a failure only warns
