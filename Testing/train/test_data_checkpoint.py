@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepliver.train.augment import Augmenter
+from deepliver.train.augment import Augmenter, AugmentParams
 from deepliver.train.checkpoint import (CheckpointError, determinism, load_checkpoint, rng_state, save_checkpoint,
                                        set_rng_state)
 from deepliver.train.config import AugmentSection
@@ -129,3 +129,46 @@ def test_import_deepliver_makes_mkl_independent_of_memory_alignment():
     assert r.returncode == 0, r.stderr
     mode = int(r.stdout)
     assert mode & 0x10000, f"MKL CBWR mode {mode:#x} lacks STRICT"     # MKL_CBWR_STRICT
+
+
+@pytest.mark.parametrize("shape,params", [
+    ((2, 40, 56), AugmentParams(True, 0.3, (1.1, 0.9), 1.0, ())),
+    ((1, 12, 30, 26), AugmentParams(True, -0.25, (0.9, 1.1, 1.05), 1.0, ())),
+])
+def test_affine_augmentation_equals_scipy_affine_transform(shape, params):
+    """Rotation + zoom about the patch centre, checked against scipy.ndimage.affine_transform with the same
+    matrix: image and label bilinear with border padding (scipy order 1, mode nearest), the label then
+    thresholded at 0.5 (pixels within 1e-4 of the threshold, float32 against float64, left out)."""
+    from scipy import ndimage
+
+    from deepliver.train.augment import affine_matrix
+
+    rng = np.random.default_rng(0)
+    dims = len(shape) - 1
+    image = ndimage.gaussian_filter(rng.standard_normal(shape), (0,) + (3,) * dims).astype(np.float32)
+    label = (image[:1] > 0.01).astype(np.float32)
+    out = Augmenter(AugmentSection(), dims).apply({"image": image, "label": label}, params)
+    m = affine_matrix(params, shape[1:])
+    a, offset = m[:dims, :dims], m[:dims, dims]
+    expected = np.stack([ndimage.affine_transform(c, a, offset, order=1, mode="nearest") for c in image])
+    np.testing.assert_allclose(out["image"], expected, atol=1e-5)
+    assert not np.allclose(out["image"], image, atol=1e-2)                       # it did move
+    soft = ndimage.affine_transform(label[0].astype(np.float64), a, offset, order=1, mode="nearest")
+    clear = np.abs(soft - 0.5) > 1e-4
+    assert clear.mean() > 0.95 and set(np.unique(out["label"])) == {0.0, 1.0}
+    np.testing.assert_array_equal(out["label"][0][clear], (soft >= 0.5)[clear])
+
+
+def test_contrast_keeps_the_mean_and_flips_mirror():
+    rng = np.random.default_rng(1)
+    image = rng.random((3, 16, 20)).astype(np.float32)
+    label = (rng.random((1, 16, 20)) < 0.3).astype(np.float32)
+    aug = Augmenter(AugmentSection(flip_axes=("x",)), 2)
+    out = aug.apply({"image": image, "label": label}, AugmentParams(False, 0.0, (1.0, 1.0), 1.08, (1,)))
+    mean = image.mean(dtype=np.float64)
+    np.testing.assert_allclose(out["image"], ((image - mean) * 1.08 + mean)[:, :, ::-1], atol=1e-6)
+    np.testing.assert_array_equal(out["label"], label[:, :, ::-1])
+    draws = [aug.draw(s) for s in range(400)]                                    # prob 0.5, ranges respected
+    assert 0.4 < np.mean([d.affine for d in draws]) < 0.6 and 0.4 < np.mean([d.flips == (1,) for d in draws]) < 0.6
+    assert max(abs(d.angle) for d in draws) <= np.radians(20) and all(0.85 <= z <= 1.15 for d in draws for z in d.zoom)
+    assert all(0.9 <= d.contrast <= 1.1 for d in draws) and aug.draw(7) == aug.draw(7)

@@ -11,7 +11,7 @@ data of a run depend only on (seed, epoch, index): workers, ranks and resuming d
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -29,12 +29,16 @@ class CachedCase:
     image: np.ndarray
     label: np.ndarray
     meta: dict
+    _samples: dict = field(default_factory=dict, repr=False, compare=False)
 
     def slices(self, task: str) -> list[int]:
         return self.meta["foreground"][task]["slices"]
 
     def samples(self, task: str) -> np.ndarray:
-        return np.asarray(self.meta["foreground"][task]["samples"], dtype=np.int64).reshape(-1, 3)
+        """The task's foreground sample points ``(n, 3)`` (converted from ``meta.json`` once per task)."""
+        if task not in self._samples:
+            self._samples[task] = np.asarray(self.meta["foreground"][task]["samples"], dtype=np.int64).reshape(-1, 3)
+        return self._samples[task]
 
 
 def load_cached(entry: Path) -> CachedCase:
