@@ -1,8 +1,8 @@
 """Does the data pipeline keep up? Model-only step time vs real step time with the loader, same run.
 
 Real: one epoch of ``--steps`` steps exactly as ``deepliver train`` runs it: a fresh ``DataLoader`` over
-``TrainingSamples`` (cached, memory-mapped cases -> 2D slices with neighbour channels -> MONAI
-augmentation) with ``--workers`` processes, each batch moved to the device and trained on (Adam + DiceCE).
+``TrainingSamples`` (cached, memory-mapped cases -> 2D slices with neighbour channels -> augmentation,
+one MONAI AffineTransform) with ``--workers`` processes, each batch moved to the device and trained on (Adam + DiceCE).
 Model only (the baseline): the same number of steps on one batch already in memory. Loader efficiency =
 model-only time / real time (1.0: the loader costs nothing). Medians of ``--repeats`` (default 3),
 alternated. Data only: the loader alone, batches per second.
