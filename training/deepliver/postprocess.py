@@ -38,7 +38,6 @@ from typing import Any, Optional, Sequence
 import cc3d
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from deepliver.errors import ConfigError, GeometryError
 
@@ -147,13 +146,15 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _dilate_zero(mask: np.ndarray, radius_mm: float, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
     """Dilation by the ellipsoid, the array's outside taken as False. The ellipsoid is the union of
-    x-segments, one per ``(dz, dy)``: each segment is a 1D maximum filter, shifted and OR-ed."""
+    x-segments, one per ``(dz, dy)``: each segment is a 1D maximum filter (from running counts along x, so
+    that ``deepliver segment`` does not import scipy), shifted and OR-ed."""
     sz, sy, sx = spacing_zyx
     r2 = radius_mm ** 2 + _EPS_MM2
     rz, ry = int(math.floor(math.sqrt(r2) / sz)), int(math.floor(math.sqrt(r2) / sy))
-    nz, ny, _ = mask.shape
+    nz, ny, nx = mask.shape
     out = np.zeros_like(mask)
     segments: dict[int, np.ndarray] = {}
+    counts = None
     for dz in range(-rz, rz + 1):
         for dy in range(-ry, ry + 1):
             rest = r2 - (dz * sz) ** 2 - (dy * sy) ** 2
@@ -161,8 +162,14 @@ def _dilate_zero(mask: np.ndarray, radius_mm: float, spacing_zyx: tuple[float, f
                 continue
             w = int(math.floor(math.sqrt(rest) / sx))
             if w not in segments:
-                segments[w] = mask if w == 0 else ndimage.maximum_filter1d(
-                    mask.view(np.uint8), 2 * w + 1, axis=2, mode="constant").view(bool)
+                if w == 0:
+                    segments[w] = mask
+                else:       # x-window [i - w, i + w] holds a voxel: a difference of running counts > 0
+                    if counts is None:
+                        counts = np.zeros((nz, ny, nx + 1), dtype=np.int32)
+                        np.cumsum(mask, axis=2, dtype=np.int32, out=counts[:, :, 1:])
+                    i = np.arange(nx)
+                    segments[w] = counts[:, :, np.minimum(i + w, nx - 1) + 1] > counts[:, :, np.maximum(i - w, 0)]
             src = segments[w][max(-dz, 0):nz - max(dz, 0), max(-dy, 0):ny - max(dy, 0)]
             out[max(dz, 0):nz + min(dz, 0), max(dy, 0):ny + min(dy, 0)] |= src
     return out
