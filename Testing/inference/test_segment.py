@@ -75,7 +75,8 @@ def test_output_has_the_input_geometry_and_sidecar(seg_case, tmp_path):
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000
     assert sidecar["liver_ml"] == pytest.approx(array.size * voxel_ml, rel=1e-4)
     assert sidecar["tumor_ml"] == 0 and sidecar["lesion_count"] == 0
-    assert [s["step"] for s in sidecar["postprocess_steps"]][:1] == ["liver_largest_component"]
+    assert [s["step"] for s in sidecar["postprocess_steps"]][:2] == ["liver_largest_component_model_grid",
+                                                                     "liver_largest_component"]
 
 
 def test_tumor_stays_inside_the_liver_roi(seg_case, tmp_path):

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from deepliver import __version__
 from deepliver.imaging.geometry import Geometry
 from deepliver.labels import LIVER, TUMOR
-from deepliver.postprocess import PostprocessOptions, postprocess_liver, postprocess_tumor
+from deepliver.postprocess import PostprocessOptions, largest_component, postprocess_liver, postprocess_tumor
 from deepliver.progress import ProgressCallback
 
 __all__ = ["CascadeResult", "segment_image", "label_summary"]
@@ -63,6 +63,41 @@ def _model_record(model) -> dict[str, Any]:
             "deepliver_version": config.deepliver_version, "validation": config.validation}
 
 
+def _liver_stage(image: sitk.Image, liver_model, options: PostprocessOptions, steps: list, timings: dict,
+                 progress: Optional[ProgressCallback]) -> np.ndarray:
+    """The liver model's label on the input grid. A binary segmentation network's foreground is cut to its
+    largest 26-connected component on the model's grid first, so that false positives far from the liver
+    (which ``postprocess_liver`` drops anyway) do not make the resampling back and the post-processing on
+    the input grid cover the whole volume: the removed voxels' probability is set to 0, and since no
+    interpolation cell holds voxels of two 26-connected components, the liver's resampled boundary is the
+    one it had (recorded as step ``liver_largest_component_model_grid``, voxels of the model grid)."""
+    from deepliver.inference.predict import SEGMENTATION_ARCHITECTURES, model_probabilities, predict_volume
+
+    start = time.perf_counter()
+    if liver_model.config.architecture not in SEGMENTATION_ARCHITECTURES:
+        out = predict_volume(image, liver_model, progress=progress, stage="liver")
+        timings["liver_model_s"] = time.perf_counter() - start
+        return out
+    output = model_probabilities(image, liver_model, progress=progress, stage="liver")
+    timings["liver_model_s"] = time.perf_counter() - start
+    if options.liver_largest_component and output.probs.shape[0] == 1:
+        start = time.perf_counter()
+        foreground = output.probs[0] >= 0.5
+        removed = foreground & ~largest_component(foreground)
+        before, gone = int(np.count_nonzero(foreground)), int(np.count_nonzero(removed))
+        if gone:
+            output.probs = np.array(output.probs, copy=True) if not output.probs.flags.writeable else output.probs
+            output.probs[0][removed] = 0.0
+        steps.append({"step": "liver_largest_component_model_grid",
+                      "params": {"connectivity": 26, "spacing_mm": [round(v, 6) for v in output.model_grid.spacing]},
+                      "voxels_before": before, "voxels_after": before - gone, "added": 0, "removed": gone})
+        timings["liver_model_grid_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    out = output.labels()
+    timings["liver_model_s"] += time.perf_counter() - start
+    return out
+
+
 def segment_image(image: sitk.Image, liver_model, tumor_model=None,
                   postprocess: Optional[PostprocessOptions] = None,
                   progress: Optional[ProgressCallback] = None) -> CascadeResult:
@@ -78,14 +113,11 @@ def segment_image(image: sitk.Image, liver_model, tumor_model=None,
     spacing = geometry.spacing
     timings: dict[str, float] = {}
 
-    start = time.perf_counter()
-    liver_raw = predict_volume(image, liver_model, progress=progress, stage="liver")
-    timings["liver_model_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     steps: list[dict[str, Any]] = []
+    liver_raw = _liver_stage(image, liver_model, options, steps, timings, progress)
+    start = time.perf_counter()
     liver = postprocess_liver(liver_raw, spacing, options, steps)
-    timings["liver_postprocess_s"] = time.perf_counter() - start
+    timings["liver_postprocess_s"] = timings.pop("liver_model_grid_s", 0.0) + time.perf_counter() - start
 
     label = np.zeros(geometry.shape, dtype=np.uint8)
     info: dict[str, Any] = {"deepliver_version": __version__, "postprocess": options.to_dict(),

@@ -31,7 +31,8 @@ from deepliver.models.bundle import (ONNX_FILE, BundleError, Intensity, ModelCon
                                      read_bundle_config)
 from deepliver.progress import ProgressCallback
 
-__all__ = ["LoadedModel", "load_model", "model_from_module", "predict_volume", "normalize_intensity",
+__all__ = ["LoadedModel", "load_model", "model_from_module", "predict_volume", "model_probabilities", "ModelOutput",
+           "normalize_intensity",
            "pad_value", "roi_box", "crop_to_roi", "resample_for_model", "SEGMENTATION_ARCHITECTURES",
            "INFERENCE_DEFAULTS", "ORIENTATIONS", "model_orientation", "to_model_order", "from_model_order"]
 
@@ -251,6 +252,48 @@ def _target_region(mask: np.ndarray, source: Geometry, target: Geometry):
     return tuple(int(v) for v in start), tuple(int(v) for v in stop - start)
 
 
+@dataclass
+class ModelOutput:
+    """A segmentation network's probabilities ``(K, z, y, x)`` on ``model_grid`` (index order; one channel =
+    the foreground of a binary model), for the ``box`` (slices of the input's ``(z, y, x)`` array) of an
+    input grid of ``shape``; ``crop_grid`` is that box's geometry. ``labels()`` brings them back."""
+
+    probs: np.ndarray
+    model_grid: Geometry
+    crop_grid: Geometry
+    box: tuple
+    shape: tuple
+
+    def labels(self) -> np.ndarray:
+        """uint8 ``(z, y, x)`` on the input grid: 1 = foreground (binary) or the argmax class; 0 outside the box."""
+        out = np.zeros(self.shape, dtype=np.uint8)
+        out[self.box] = _back_to_grid(self.probs, self.model_grid, self.crop_grid)
+        return out
+
+
+def model_probabilities(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[np.ndarray] = None,
+                        progress: Optional[ProgressCallback] = None, stage: str = "liver") -> Optional[ModelOutput]:
+    """The steps of ``predict_volume`` up to the probabilities on the model's grid (segmentation bundles);
+    None when ``roi_mask`` is given and empty."""
+    config = model.config
+    if config.architecture not in SEGMENTATION_ARCHITECTURES:
+        raise ConfigError(f"predict_volume runs segmentation networks ({', '.join(SEGMENTATION_ARCHITECTURES)});"
+                          f" this bundle is a {config.architecture!r} model", model.path)
+    geometry = Geometry.from_image(image)
+    box: Optional[tuple] = tuple(slice(0, n) for n in geometry.shape)
+    if roi_mask is not None:
+        image, box = crop_to_roi(image, np.asarray(roi_mask), config.crop_margin_mm)
+        if image is None:
+            return None
+    crop_geometry = Geometry.from_image(image)
+    resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
+    model_grid = Geometry.from_image(resampled)
+    orientation = model_orientation(model_grid, str({**INFERENCE_DEFAULTS, **config.inference}["orientation"]))
+    array = to_model_order(normalize_intensity(sitk.GetArrayViewFromImage(resampled), config.intensity), orientation)
+    probs = from_model_order(_probabilities(array, model, progress, stage), orientation)
+    return ModelOutput(probs, model_grid, crop_geometry, box, geometry.shape)
+
+
 def predict_volume(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[np.ndarray] = None,
                    progress: Optional[ProgressCallback] = None, stage: str = "liver") -> np.ndarray:
     """The model's label on ``image``'s grid: uint8 ``(z, y, x)``, 1 = foreground (binary models) or the
@@ -260,25 +303,10 @@ def predict_volume(image: sitk.Image, model: LoadedModel, *, roi_mask: Optional[
     when given (the tumor stage), the model runs on its bounding box + ``config.crop_margin_mm`` and
     everything outside is 0 (an empty ROI gives all zeros). ``progress(stage, done, total)`` per batch.
     """
-    config = model.config
-    if config.architecture in ("fasterrcnn", "yolo"):  # detectors: boxes rasterized in the ROI (H8)
+    if model.config.architecture in ("fasterrcnn", "yolo"):  # detectors: boxes rasterized in the ROI (H8)
         from deepliver.inference.detect import detect_volume
         return detect_volume(image, model, roi_mask=roi_mask, progress=progress, stage=stage)
-    if config.architecture not in SEGMENTATION_ARCHITECTURES:
-        raise ConfigError(f"predict_volume runs segmentation networks ({', '.join(SEGMENTATION_ARCHITECTURES)});"
-                          f" this bundle is a {config.architecture!r} model", model.path)
-    geometry = Geometry.from_image(image)
-    out = np.zeros(geometry.shape, dtype=np.uint8)
-    box: Optional[tuple] = tuple(slice(0, n) for n in geometry.shape)
-    if roi_mask is not None:
-        image, box = crop_to_roi(image, np.asarray(roi_mask), config.crop_margin_mm)
-        if image is None:
-            return out
-    crop_geometry = Geometry.from_image(image)
-    resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
-    model_grid = Geometry.from_image(resampled)
-    orientation = model_orientation(model_grid, str({**INFERENCE_DEFAULTS, **config.inference}["orientation"]))
-    array = to_model_order(normalize_intensity(sitk.GetArrayViewFromImage(resampled), config.intensity), orientation)
-    probs = from_model_order(_probabilities(array, model, progress, stage), orientation)
-    out[box] = _back_to_grid(probs, model_grid, crop_geometry)
-    return out
+    output = model_probabilities(image, model, roi_mask=roi_mask, progress=progress, stage=stage)
+    if output is None:
+        return np.zeros(Geometry.from_image(image).shape, dtype=np.uint8)
+    return output.labels()
