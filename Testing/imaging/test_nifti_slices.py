@@ -96,3 +96,34 @@ def test_nifti2_files_read_as_nibabel_reads_them(tmp_path):
     nibabel.save(nibabel.Nifti2Image(data, np.eye(4)), str(tmp_path / "two.nii.gz"))
     expected = np.asanyarray(nibabel.load(str(tmp_path / "two.nii.gz")).dataobj).transpose(2, 1, 0)
     np.testing.assert_array_equal(read_nifti_slices(tmp_path / "two.nii.gz", 2, 9), expected[2:9])
+
+
+def test_read_volume_gives_simpleitks_image_for_every_kind_of_nifti(tmp_path):
+    """read_volume inflates plain integer NIfTI itself (geometry from ITK's header reading) and leaves
+    scaled and float files to ITK: either way the image is the one SimpleITK reads, voxels and geometry."""
+    from deepliver.imaging.volumes import read_volume
+
+    files = []
+    for dtype in (np.int16, np.uint8, np.int32, np.uint16):
+        for name in ("a.nii.gz", "a.nii"):
+            path = tmp_path / f"{np.dtype(dtype).name}_{name}"
+            sitk.WriteImage(_image(dtype), str(path))
+            files.append(path)
+    ours = tmp_path / "ours.nii.gz"
+    image = _image(np.int16)
+    write_nifti_gz(sitk.GetArrayFromImage(image), Geometry.from_image(image), ours)
+    data = np.arange(5 * 7 * 9, dtype=np.int16).reshape(5, 7, 9)
+    affine = np.array([[0, -0.8, 0, 3], [0.7, 0, 0, -2], [0, 0, 2.5, 7], [0, 0, 0, 1]])   # permuted axes
+    big = nibabel.Nifti1Image(data, affine, nibabel.Nifti1Header(endianness=">"))
+    scaled = nibabel.Nifti1Image(data, affine)
+    scaled.header.set_slope_inter(2.0, -1024.0)
+    for name, img in (("big.nii.gz", big), ("scaled.nii.gz", scaled),
+                      ("float.nii", nibabel.Nifti1Image(data.astype(np.float32), affine))):
+        nibabel.save(img, str(tmp_path / name))
+        files.append(tmp_path / name)
+    for path in files + [ours]:
+        got, expected = read_volume(path), sitk.ReadImage(str(path))
+        assert got.GetPixelID() == expected.GetPixelID(), path.name
+        assert (got.GetOrigin(), got.GetSpacing(), got.GetDirection()) == \
+            (expected.GetOrigin(), expected.GetSpacing(), expected.GetDirection()), path.name
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(expected))

@@ -78,11 +78,37 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> sitk.Imag
                         f"{', '.join(VOLUME_EXTENSIONS)}", path)
     check_file_complete(path, ext)  # ITK zero-fills truncated NIfTI silently
     try:
-        image = sitk.ReadImage(str(path))
+        image = _read_nifti(path) if ext in (".nii", ".nii.gz") else None
+        if image is None:
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ReadError(f"cannot read this {ext} file; it is corrupted or truncated "
                         f"({_itk_reason(e)})", path) from e
     return check_volume(image, path)
+
+
+def _read_nifti(path: Path) -> sitk.Image | None:
+    """A 3D NIfTI file with its geometry as ITK reads it (header only) and its voxels inflated by
+    ``read_nifti_slices`` (ISA-L: about a third less time than ITK's zlib for a 512x512x200 CT); None for
+    what that reader leaves to ITK (scaled, float, 4D, multi-component files)."""
+    from deepliver.imaging.nifti_slices import read_nifti_slices
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        return None
+    size = reader.GetSize()
+    voxels = read_nifti_slices(path, 0, size[2]) if size[2] > 0 else None
+    if voxels is None or voxels.shape != tuple(size[::-1]):
+        return None
+    image = sitk.GetImageFromArray(voxels)
+    if image.GetPixelID() != reader.GetPixelID():
+        return None
+    image.SetOrigin(reader.GetOrigin())
+    image.SetSpacing(reader.GetSpacing())
+    image.SetDirection(reader.GetDirection())
+    return image
 
 
 def read_label(path: str | os.PathLike, reference: sitk.Image | Geometry | None = None) -> sitk.Image:
