@@ -154,6 +154,7 @@ def _dilate_zero(mask: np.ndarray, radius_mm: float, spacing_zyx: tuple[float, f
     nz, ny, nx = mask.shape
     out = np.zeros_like(mask)
     segments: dict[int, np.ndarray] = {}
+    wmax = int(math.floor(math.sqrt(r2) / sx))
     counts = None
     for dz in range(-rz, rz + 1):
         for dy in range(-ry, ry + 1):
@@ -164,12 +165,15 @@ def _dilate_zero(mask: np.ndarray, radius_mm: float, spacing_zyx: tuple[float, f
             if w not in segments:
                 if w == 0:
                     segments[w] = mask
-                else:       # x-window [i - w, i + w] holds a voxel: a difference of running counts > 0
+                else:
+                    # x-window [i - w, i + w] holds a voxel <=> running count at i + w + 1 > at i - w; the
+                    # counts padded by wmax (0 before, the total after) make both ends plain slices
                     if counts is None:
-                        counts = np.zeros((nz, ny, nx + 1), dtype=np.int32)
-                        np.cumsum(mask, axis=2, dtype=np.int32, out=counts[:, :, 1:])
-                    i = np.arange(nx)
-                    segments[w] = counts[:, :, np.minimum(i + w, nx - 1) + 1] > counts[:, :, np.maximum(i - w, 0)]
+                        counts = np.empty((nz, ny, nx + 1 + 2 * wmax), dtype=np.int32)
+                        counts[:, :, :wmax + 1] = 0
+                        np.cumsum(mask, axis=2, dtype=np.int32, out=counts[:, :, wmax + 1:wmax + 1 + nx])
+                        counts[:, :, wmax + 1 + nx:] = counts[:, :, wmax + nx:wmax + 1 + nx]
+                    segments[w] = counts[:, :, wmax + w + 1:wmax + w + 1 + nx] > counts[:, :, wmax - w:wmax - w + nx]
             src = segments[w][max(-dz, 0):nz - max(dz, 0), max(-dy, 0):ny - max(dy, 0)]
             out[max(dz, 0):nz + min(dz, 0), max(dy, 0):ny + min(dy, 0)] |= src
     return out
