@@ -69,10 +69,10 @@ def load_model(bundle_dir: str | os.PathLike, device: str = "cpu", runtime: str 
         return _load_onnx(path, config, device, threads)
     if runtime != "torch":
         raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
-    from deepliver.models.registry import build_model
+    from deepliver.models.registry import build_inference_model
 
     device = resolve_device(device)
-    module = build_model(config)
+    module = build_inference_model(config)
     try:
         module.load_state_dict(load_state_dict(path), strict=True)
     except RuntimeError as e:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Union
 from deepliver.errors import ConfigError
 from deepliver.models.bundle import ModelConfig
 
-__all__ = ["Builder", "register", "build_model", "architectures", "resolve"]
+__all__ = ["Builder", "register", "build_model", "build_inference_model", "architectures", "resolve"]
 
 Builder = Callable[[ModelConfig], Any]
 _BUILDERS: dict[str, Union[Builder, str]] = {}
@@ -54,12 +54,38 @@ def build_model(config: ModelConfig):
     return resolve(target, f"architecture {config.architecture!r}")(config)
 
 
-def _build_unet(config: ModelConfig):
-    from deepliver.models.unet import UNET_DEFAULTS, build_unet
+def _unet_args(config: ModelConfig) -> tuple[int, dict]:
+    from deepliver.models.unet import UNET_DEFAULTS
 
     args = {**UNET_DEFAULTS, **config.arch_args}
-    out_channels = int(args.pop("out_channels", max(2, len(config.labels))))
+    return int(args.pop("out_channels", max(2, len(config.labels)))), args
+
+
+def _build_unet(config: ModelConfig):
+    from deepliver.models.unet import build_unet
+
+    out_channels, args = _unet_args(config)
     return build_unet(config.spatial_dims, config.in_channels, out_channels, **args)
+
+
+def build_inference_model(config: ModelConfig):
+    """The network to load a bundle's weights into for inference: ``build_model``'s, except for U-Nets,
+    which are rebuilt without MONAI (``deepliver.models.unet_net``: same state dict, same outputs), so that
+    ``deepliver segment`` with torch does not spend seconds importing MONAI."""
+    if config.architecture != "unet":
+        return build_model(config)
+    from deepliver.models.unet import check_unet_args
+    from deepliver.models.unet_net import build_unet_net
+
+    out_channels, args = _unet_args(config)
+    check_unet_args(config.spatial_dims, config.in_channels, out_channels, args["channels"], args["strides"],
+                    args["norm"])
+    try:
+        return build_unet_net(config.spatial_dims, config.in_channels, out_channels, **args)
+    except TypeError as e:               # an argument this rebuild does not know: MONAI's class takes it
+        if "unexpected keyword" not in str(e):
+            raise
+        return build_model(config)
 
 
 register("unet", _build_unet)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from deepliver.errors import ConfigError
 
-__all__ = ["UNET_DEFAULTS", "build_unet", "divisor"]
+__all__ = ["UNET_DEFAULTS", "build_unet", "check_unet_args", "divisor"]
 
 UNET_DEFAULTS = {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1,
                  "norm": "instance", "dropout": 0.0}
@@ -34,6 +34,17 @@ def build_unet(spatial_dims: int, in_channels: int, out_channels: int,
     ``channels`` are the feature maps per level; ``strides`` (one fewer than ``channels``) the
     down-sampling factors between levels; ``norm`` ``"instance"`` or ``"batch"``.
     """
+    check_unet_args(spatial_dims, in_channels, out_channels, channels, strides, norm)
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=spatial_dims, in_channels=int(in_channels), out_channels=int(out_channels),
+                channels=tuple(int(c) for c in channels), strides=tuple(int(s) for s in strides),
+                num_res_units=int(num_res_units), norm=norm, dropout=float(dropout))
+
+
+def check_unet_args(spatial_dims: int, in_channels: int, out_channels: int, channels: Sequence[int],
+                    strides: Sequence[int], norm: str) -> None:
+    """``ConfigError`` (one line) for U-Net arguments MONAI's ``UNet`` would refuse or misread."""
     if spatial_dims not in (2, 3):
         raise ConfigError(f"U-Net spatial_dims must be 2 or 3, got {spatial_dims}")
     if len(channels) < 2 or len(strides) != len(channels) - 1:
@@ -43,8 +54,3 @@ def build_unet(spatial_dims: int, in_channels: int, out_channels: int,
         raise ConfigError(f"U-Net norm must be 'instance' or 'batch', got {norm!r}")
     if in_channels < 1 or out_channels < 1:
         raise ConfigError(f"U-Net needs >= 1 input and output channel, got {in_channels} and {out_channels}")
-    from monai.networks.nets import UNet
-
-    return UNet(spatial_dims=spatial_dims, in_channels=int(in_channels), out_channels=int(out_channels),
-                channels=tuple(int(c) for c in channels), strides=tuple(int(s) for s in strides),
-                num_res_units=int(num_res_units), norm=norm, dropout=float(dropout))

@@ -24,7 +24,6 @@ from deepliver.dataset.splits import read_splits_file, split_cases
 from deepliver.errors import ConfigError, LabelError
 from deepliver.imaging.geometry import Geometry
 from deepliver.inference.predict import INFERENCE_DEFAULTS, model_from_module, predict_volume
-from deepliver.metrics.overlap import overlap_metrics
 from deepliver.models.bundle import Intensity, ModelConfig, save_bundle
 from deepliver.models.unet import divisor
 from deepliver.progress import ProgressCallback
