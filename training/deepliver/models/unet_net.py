@@ -50,7 +50,8 @@ def build_unet_net(spatial_dims: int, in_channels: int, out_channels: int, chann
             self.conv = nn.Sequential()
             c, s = cin, stride
             for k in range(max(1, subunits)):
-                self.conv.add_module(f"unit{k}", convolution(c, cout, s, conv_only=last_conv_only and k == subunits - 1))
+                last = last_conv_only and k == subunits - 1
+                self.conv.add_module(f"unit{k}", convolution(c, cout, s, conv_only=last))
                 c, s = cout, 1
             self.residual = nn.Identity()
             if stride != 1 or cin != cout:
