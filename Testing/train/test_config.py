@@ -72,8 +72,6 @@ def test_tumor_task_defaults_and_the_poly_schedule_rates():
     assert (tumor.optim.schedule, tumor.optim.early_stop_patience, tumor.data.window) == ("poly", 0, (-20.0, 200.0))
     assert (liver.optim.schedule, liver.data.window) == ("plateau", TrainConfig().data.window)
     assert (tumor.validation.metric, liver.validation.metric) == ("dice_global", "dice")
-    assert (tumor.data.patch_size, liver.data.patch_size) == ((104, 104), TrainConfig().data.patch_size)
-    assert default_config("unet3d", "tumor").data.patch_size == default_config("unet3d", "liver").data.patch_size
     with pytest.raises(ConfigError, match="validation.metric must be dice or dice_global, got 'iou'"):
         config_from_dict({"validation": {"metric": "iou"}})
     detector = default_config("fasterrcnn", "tumor")                 # the U-Nets' task defaults only

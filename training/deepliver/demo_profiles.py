@@ -94,12 +94,12 @@ PROFILES = {
     "quick": DemoProfile(
         "quick", train_cases=10, test_cases=3, train_shape=(128, 128, 32), train_spacing=(3.0, 3.0, 5.0),
         slice_size=128, minutes=3,
-        runs=(_unet2d("liver", (8, 16, 32, 64), 25, 16, 128), _unet2d("tumor", (8, 16, 32, 64), 15, 4, 48),
+        runs=(_unet2d("liver", (8, 16, 32, 64), 25, 16, 128), _unet2d("tumor", (8, 16, 32, 64), 15, 4, 64),
               _unet3d(8, 2, (8, 16, 32)), _detector("fasterrcnn", 1), _detector("yolo", 2))),
     "default": DemoProfile(
         "default", train_cases=16, test_cases=4, train_shape=(128, 128, 32), train_spacing=(3.0, 3.0, 5.0),
         slice_size=128, minutes=15,
-        runs=(_unet2d("liver", (16, 32, 64, 128), 25, 20, 128), _unet2d("tumor", (16, 32, 64, 128), 25, 20, 48),
+        runs=(_unet2d("liver", (16, 32, 64, 128), 25, 20, 128), _unet2d("tumor", (16, 32, 64, 128), 25, 20, 96),
               _unet3d(20, 12, (16, 32, 64)), _detector("fasterrcnn", 4), _detector("yolo", 20))),
 }
 """The demo's profiles by name (``--quick`` picks ``quick``)."""

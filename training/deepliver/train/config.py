@@ -21,9 +21,9 @@ from typing import Any, Optional
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 
-__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection",
-           "OptimSection", "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
-           "MODEL_TASK_DEFAULTS", "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
+__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
+           "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
+           "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
 
 MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")
 TASKS = ("liver", "tumor")
@@ -180,15 +180,6 @@ the learning rate every 6 epochs and early stopping ended the run (on the learn 
 Dice 0 after 40 epochs with those, 0.15 after 30 epochs at a constant rate with this window). The best
 checkpoint by pooled Dice (``dice_global``): the mean over cases rewards predicting no tumor at all."""
 
-MODEL_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("unet2d", "tumor"): {"data.patch_size": (104, 104)},
-}
-"""Overrides for one model and task, applied last. 2D tumor U-Net: 104^2 patches (156 mm at the default
-1.5 mm) instead of 160^2 (240 mm). On the learn benchmark's phantoms (2.4 mm pixels, batch 16, 80 epochs,
-same split), pooled validation Dice by patch side: 96 (230 mm) 0.29 with 20 steps per epoch; 64 (154 mm)
-0.62 with 20 steps and 0.64 with 45; 48 (115 mm) 0.56 with 45. A tumor fills more of a smaller patch, so
-each step teaches more about tumors, down to a field that still holds the liver around them."""
-
 _TOP = ("model", "task", "seed", "device", "amp", "deterministic")
 
 
@@ -284,8 +275,7 @@ def default_config(model: str = "unet2d", task: str = "liver") -> TrainConfig:
         raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     config = TrainConfig(model=model, task=task)
     task_values = TASK_DEFAULTS.get(task, {}) if model in ("unet2d", "unet3d") else {}
-    values = {**MODEL_DEFAULTS[model], **task_values, **MODEL_TASK_DEFAULTS.get((model, task), {})}
-    return apply_values(config, values)
+    return apply_values(config, {**MODEL_DEFAULTS[model], **task_values})
 
 
 def _flatten(data: dict[str, Any], where: Optional[str]) -> dict[str, Any]:
