@@ -85,13 +85,11 @@ def _liver_stage(image: sitk.Image, liver_model, options: PostprocessOptions, st
         foreground = output.probs[0] >= 0.5
         removed = foreground & ~largest_component(foreground)
         before, gone = int(np.count_nonzero(foreground)), int(np.count_nonzero(removed))
-        if gone:
-            output.probs = np.array(output.probs, copy=True) if not output.probs.flags.writeable else output.probs
-            output.probs[0][removed] = 0.0
+        output.probs[0][removed] = 0.0          # a fresh array of this call (``model_probabilities``)
         steps.append({"step": "liver_largest_component_model_grid",
                       "params": {"connectivity": 26, "spacing_mm": [round(v, 6) for v in output.model_grid.spacing]},
                       "voxels_before": before, "voxels_after": before - gone, "added": 0, "removed": gone})
-        timings["liver_model_grid_s"] = time.perf_counter() - start
+        timings["liver_postprocess_s"] = time.perf_counter() - start
     start = time.perf_counter()
     out = output.labels()
     timings["liver_model_s"] += time.perf_counter() - start
@@ -117,7 +115,7 @@ def segment_image(image: sitk.Image, liver_model, tumor_model=None,
     liver_raw = _liver_stage(image, liver_model, options, steps, timings, progress)
     start = time.perf_counter()
     liver = postprocess_liver(liver_raw, spacing, options, steps)
-    timings["liver_postprocess_s"] = timings.pop("liver_model_grid_s", 0.0) + time.perf_counter() - start
+    timings["liver_postprocess_s"] = timings.get("liver_postprocess_s", 0.0) + time.perf_counter() - start
 
     label = np.zeros(geometry.shape, dtype=np.uint8)
     info: dict[str, Any] = {"deepliver_version": __version__, "postprocess": options.to_dict(),

@@ -80,12 +80,7 @@ def build_inference_model(config: ModelConfig):
     out_channels, args = _unet_args(config)
     check_unet_args(config.spatial_dims, config.in_channels, out_channels, args["channels"], args["strides"],
                     args["norm"])
-    try:
-        return build_unet_net(config.spatial_dims, config.in_channels, out_channels, **args)
-    except TypeError as e:               # an argument this rebuild does not know: MONAI's class takes it
-        if "unexpected keyword" not in str(e):
-            raise
-        return build_model(config)
+    return build_unet_net(config.spatial_dims, config.in_channels, out_channels, **args)
 
 
 register("unet", _build_unet)

@@ -82,7 +82,8 @@ class Augmenter:
         return AugmentParams(affine, angle, zoom, contrast, flips)
 
     def apply(self, sample: dict, params: AugmentParams) -> dict:
-        """``sample`` with ``params`` applied (new float32 arrays)."""
+        """``sample`` with ``params`` applied: float32 arrays, new ones for whatever changed (the caller's
+        arrays are never written to)."""
         image = np.asarray(sample["image"], dtype=np.float32)
         label = np.asarray(sample["label"], dtype=np.float32)
         if params.affine and (params.angle != 0 or any(z != 1 for z in params.zoom)):

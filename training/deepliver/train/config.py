@@ -21,8 +21,8 @@ from typing import Any, Optional
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 
-__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection", "OptimSection",
-           "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
+__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection",
+           "OptimSection", "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
            "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
 
 MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")

@@ -37,7 +37,9 @@ class CachedCase:
     def samples(self, task: str) -> np.ndarray:
         """The task's foreground sample points ``(n, 3)`` (converted from ``meta.json`` once per task)."""
         if task not in self._samples:
-            self._samples[task] = np.asarray(self.meta["foreground"][task]["samples"], dtype=np.int64).reshape(-1, 3)
+            points = np.asarray(self.meta["foreground"][task]["samples"], dtype=np.int64).reshape(-1, 3)
+            points.flags.writeable = False       # shared by every later draw
+            self._samples[task] = points
         return self._samples[task]
 
 
