@@ -82,3 +82,20 @@ def test_back_to_the_fine_grid_extrapolates_at_the_border(n, old, new):
     ones = coarse.image_from_array(np.ones(coarse.shape, dtype=np.float32))
     back = sitk.GetArrayFromImage(resample_to_geometry(ones, fine, default_value=0.0, extrapolate=True))
     assert back.shape == fine.shape and (back == 1).all()
+
+
+@pytest.mark.parametrize("direction", ["identity", "oblique"])
+def test_integer_image_resampled_into_float_equals_the_cast_image_resampled(make_ct, direction):
+    """What inference does (int16 CT straight into float32) gives what training's cache does (cast to float32,
+    then resample): same voxels, bit for bit, padding included."""
+    image = make_ct(direction)
+    assert image.GetPixelID() == sitk.sitkInt16
+    geometry = Geometry.from_image(image)
+    target = Geometry(geometry.size, (0.93, 1.27, 1.9), tuple(np.asarray(geometry.origin) - 1.3), geometry.direction)
+    direct = resample_to_geometry(image, target, pixel_type=sitk.sitkFloat32)
+    cast = resample_to_geometry(sitk.Cast(image, sitk.sitkFloat32), target)
+    assert direct.GetPixelID() == sitk.sitkFloat32
+    values = sitk.GetArrayFromImage(direct)
+    np.testing.assert_array_equal(values, sitk.GetArrayFromImage(cast))
+    assert (values != np.rint(values)).mean() > 0.25                      # interpolated, not rounded
+    assert (values == sitk.GetArrayViewFromImage(image).min()).any()      # and padded with the minimum

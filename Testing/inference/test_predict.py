@@ -195,6 +195,10 @@ def test_back_to_grid_resamples_only_near_the_mask_and_equals_a_full_resample(wh
     full.SetDefaultPixelValue(0.0)
     full.SetUseNearestNeighborExtrapolator(True)
     expected = (sitk.GetArrayFromImage(full.Execute(src)) >= 0.5).astype(np.uint8)
-    got = _back_to_grid(probs, source, target)
+    box, region = _back_to_grid(probs, source, target)
+    got = np.zeros(target.shape, np.uint8)
+    got[box] = region
     np.testing.assert_array_equal(got, expected)
+    if where == "inside":                       # the part resampled is near the mask, not the whole grid
+        assert region.size < 0.5 * expected.size and expected[box].sum() == expected.sum()
     assert expected.any() == (where != "empty")

@@ -36,19 +36,26 @@ def spacing_geometry(geometry: Geometry, spacing: Sequence[float | None]) -> Geo
 
 
 def resample_to_geometry(image: sitk.Image, geometry: Geometry, is_label: bool = False,
-                         default_value: float | None = None, extrapolate: bool = False) -> sitk.Image:
+                         default_value: float | None = None, extrapolate: bool = False,
+                         pixel_type: int | None = None) -> sitk.Image:
     """Resample ``image`` onto ``geometry`` (nearest neighbour when ``is_label``, else linear).
 
     Voxels outside the input get ``default_value`` (0 for labels, the image minimum otherwise, so CT
     padding reads as air rather than water), or with ``extrapolate`` the value of the nearest input voxel
-    (for mapping a model's output back onto the grid it was resampled from). The pixel type is kept; integer images are interpolated in
-    float and rounded to the nearest integer.
+    (for mapping a model's output back onto the grid it was resampled from). The pixel type is kept, and
+    integer images are interpolated in float and rounded to the nearest integer, unless ``pixel_type`` (a
+    SimpleITK pixel ID) asks for another: then the interpolated values are written in that type directly
+    (an int16 CT resampled into float32 equals the CT cast to float32 and resampled, without that cast's copy
+    of the whole volume).
     """
     if default_value is None:
         default_value = 0.0 if is_label else float(np.min(sitk.GetArrayViewFromImage(image)))
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
     integer = image.GetPixelID() in _INTEGER_TYPES
     # Linear interpolation of an integer image is done in float and rounded (ITK would truncate toward 0).
+    if pixel_type is not None:
+        return sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
+                             geometry.spacing, geometry.direction, default_value, pixel_type, extrapolate)
     out_type = sitk.sitkFloat32 if (integer and not is_label) else image.GetPixelID()
     out = sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, geometry.origin,
                         geometry.spacing, geometry.direction, default_value, out_type, extrapolate)

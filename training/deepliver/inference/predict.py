@@ -153,14 +153,16 @@ def crop_to_roi(image: sitk.Image, roi_mask: np.ndarray, margin_mm: float):
     return sitk.RegionOfInterest(image, size, index), box
 
 
-def resample_for_model(image: sitk.Image, target_spacing, is_label: bool = False) -> sitk.Image:
+def resample_for_model(image: sitk.Image, target_spacing, is_label: bool = False,
+                       pixel_type: Optional[int] = None) -> sitk.Image:
     """``image`` on the grid with the bundle's ``target_spacing`` (``(x, y, z)`` mm, None keeps an axis) over
-    the same field of view; the image itself when nothing changes."""
+    the same field of view, in ``pixel_type`` (a SimpleITK pixel ID; None keeps the image's); the image
+    itself when nothing changes."""
     source = Geometry.from_image(image)
     target = spacing_geometry(source, target_spacing)
     if target.size == source.size and np.allclose(target.spacing, source.spacing, rtol=0, atol=1e-6):
-        return image
-    return resample_to_geometry(image, target, is_label=is_label)
+        return image if pixel_type in (None, image.GetPixelID()) else sitk.Cast(image, pixel_type)
+    return resample_to_geometry(image, target, is_label=is_label, pixel_type=pixel_type)
 
 
 def model_orientation(grid: Geometry, mode: str) -> Optional[Orientation]:
@@ -206,29 +208,31 @@ def _probabilities(array: np.ndarray, model: LoadedModel, progress, stage: str) 
                            divisor=int(opts["divisor"]), pad_value=pad, progress=progress, stage=stage)
 
 
-def _back_to_grid(probs: np.ndarray, model_grid: Geometry, target: Geometry) -> np.ndarray:
-    """Probabilities ``(K, z, y, x)`` on ``model_grid`` -> labels ``(z, y, x)`` uint8 on ``target``.
+def _back_to_grid(probs: np.ndarray, model_grid: Geometry, target: Geometry) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Probabilities ``(K, z, y, x)`` on ``model_grid`` -> ``(box, labels)``: uint8 labels on the part ``box``
+    (``(z, y, x)`` slices) of ``target``, every voxel of ``target`` outside it being 0.
 
     One channel (binary models): only the part of ``target`` near the model-grid voxels at >= 0.5 is
-    resampled, the rest is 0. Exact: a linearly interpolated value (extrapolation = the nearest voxel's) is a
-    convex combination of neighbouring voxels, so it reaches 0.5 only next to a voxel that does. A liver is
-    about a tenth of a CT, so this is most of the resampling time saved."""
+    resampled (that part is ``box``). Exact: a linearly interpolated value (extrapolation = the nearest voxel's)
+    is a convex combination of neighbouring voxels, so it reaches 0.5 only next to a voxel that does. A liver
+    is about a tenth of a CT, so this is most of the resampling time saved."""
+    whole = tuple(slice(0, n) for n in target.shape)
     if model_grid == target:
-        return (probs[0] >= 0.5).astype(np.uint8) if probs.shape[0] == 1 else np.argmax(probs, 0).astype(np.uint8)
+        labels = (probs[0] >= 0.5) if probs.shape[0] == 1 else np.argmax(probs, 0)
+        return whole, labels.astype(np.uint8)
     if probs.shape[0] == 1:
-        out = np.zeros(target.shape, dtype=np.uint8)
         region = _target_region(probs[0] >= 0.5, model_grid, target)
         if region is None:
-            return out
+            return (slice(0, 0),) * 3, np.zeros((0, 0, 0), dtype=np.uint8)
         start, size = region
         sub = Geometry(size, target.spacing, tuple(target.index_to_physical(start)), target.direction)
         img = resample_to_geometry(model_grid.image_from_array(probs[0]), sub, is_label=False, default_value=0.0,
                                    extrapolate=True)
-        out[tuple(slice(a, a + n) for a, n in zip(start[::-1], size[::-1]))] = sitk.GetArrayViewFromImage(img) >= 0.5
-        return out
+        box = tuple(slice(a, a + n) for a, n in zip(start[::-1], size[::-1]))
+        return box, (sitk.GetArrayViewFromImage(img) >= 0.5).view(np.uint8)
     channels = [sitk.GetArrayFromImage(resample_to_geometry(model_grid.image_from_array(p), target, is_label=False,
                                                             default_value=0.0, extrapolate=True)) for p in probs]
-    return np.argmax(np.stack(channels), axis=0).astype(np.uint8)
+    return whole, np.argmax(np.stack(channels), axis=0).astype(np.uint8)
 
 
 def _target_region(mask: np.ndarray, source: Geometry, target: Geometry):
@@ -263,10 +267,17 @@ class ModelOutput:
     box: tuple
     shape: tuple
 
+    def label_region(self) -> tuple[tuple[slice, ...], np.ndarray]:
+        """``(box, labels)``: uint8 labels (1 = foreground of a binary model, else the argmax class) on the
+        part ``box`` (``(z, y, x)`` slices) of the input grid; every voxel outside ``box`` is 0."""
+        box, labels = _back_to_grid(self.probs, self.model_grid, self.crop_grid)
+        return tuple(slice(c.start + b.start, c.start + b.stop) for c, b in zip(self.box, box)), labels
+
     def labels(self) -> np.ndarray:
-        """uint8 ``(z, y, x)`` on the input grid: 1 = foreground (binary) or the argmax class; 0 outside the box."""
+        """uint8 ``(z, y, x)`` on the whole input grid (``label_region`` pasted into zeros)."""
         out = np.zeros(self.shape, dtype=np.uint8)
-        out[self.box] = _back_to_grid(self.probs, self.model_grid, self.crop_grid)
+        box, labels = self.label_region()
+        out[box] = labels
         return out
 
 
@@ -285,7 +296,7 @@ def model_probabilities(image: sitk.Image, model: LoadedModel, *, roi_mask: Opti
         if image is None:
             return None
     crop_geometry = Geometry.from_image(image)
-    resampled = resample_for_model(sitk.Cast(image, sitk.sitkFloat32), config.target_spacing)
+    resampled = resample_for_model(image, config.target_spacing, pixel_type=sitk.sitkFloat32)
     model_grid = Geometry.from_image(resampled)
     orientation = model_orientation(model_grid, str({**INFERENCE_DEFAULTS, **config.inference}["orientation"]))
     array = to_model_order(normalize_intensity(sitk.GetArrayViewFromImage(resampled), config.intensity), orientation)
