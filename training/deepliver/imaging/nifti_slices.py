@@ -90,16 +90,16 @@ def read_nifti_slices(path: str | os.PathLike, lo: int, hi: int) -> Optional[np.
                 raise ReadError(f"slices {lo} to {hi - 1} asked for, the image has {nz}", path)
             plane = nx * ny * dtype.itemsize
             f.seek(offset + lo * plane)
-            data = bytearray((hi - lo) * plane)
+            data = np.empty((hi - lo) * plane, dtype=np.uint8)       # not zero-filled: every byte is read
             got = _read_into(f, data)
     except (OSError, EOFError, zlib.error, _zlib.error) as e:
         raise ReadError(f"cannot read this NIfTI file ({e})", path) from e
     if got != len(data):
         raise ReadError(f"the file ends inside slice {lo + got // plane} of {nz}; copy or write it again", path)
-    return np.frombuffer(data, dtype=dtype).reshape(hi - lo, ny, nx).astype(dtype.newbyteorder("="), copy=False)
+    return data.view(dtype).reshape(hi - lo, ny, nx).astype(dtype.newbyteorder("="), copy=False)
 
 
-def _read_into(f, buffer: bytearray) -> int:
+def _read_into(f, buffer: np.ndarray) -> int:
     view, got = memoryview(buffer), 0
     while got < len(buffer):
         n = f.readinto(view[got:])

@@ -63,19 +63,23 @@ def predict_slices(volume: np.ndarray, predict: Predict, *, context: int = 0, ba
     nz = volume.shape[0]
     pads = _pad_amounts(volume.shape[1:], (divisor, divisor), (1, 1))
     crop = tuple(slice(b, b + n) for (b, _), n in zip(pads, volume.shape[1:]))
+    channels = 2 * context + 1
+    # one padded batch buffer, reused: its border keeps pad_value, each batch's slices are copied inside it
+    buffer = np.full((min(batch_size, nz), channels, *(b + n + a for (b, a), n in zip(pads, volume.shape[1:]))),
+                     pad_value, dtype=np.float32)
     out: Optional[np.ndarray] = None
     total = int(math.ceil(nz / batch_size))
     if progress:
         progress(stage, 0, total)
     for b, start in enumerate(range(0, nz, batch_size)):
-        zs = np.arange(start, min(nz, start + batch_size))
-        idx = np.clip(zs[:, None] + np.arange(-context, context + 1)[None, :], 0, nz - 1)
-        batch = volume[idx]                                                       # (N, C, y, x)
-        batch = np.pad(batch, [(0, 0), (0, 0), *pads], constant_values=pad_value).astype(np.float32, copy=False)
-        probs = to_probabilities(np.asarray(predict(batch))[(slice(None), slice(None), *crop)])
+        zs = range(start, min(nz, start + batch_size))
+        for i, z in enumerate(zs):
+            for c in range(channels):
+                buffer[(i, c, *crop)] = volume[min(max(z + c - context, 0), nz - 1)]
+        probs = to_probabilities(np.asarray(predict(buffer[:len(zs)]))[(slice(None), slice(None), *crop)])
         if out is None:
             out = np.empty((probs.shape[1], *volume.shape), dtype=np.float32)
-        out[:, zs] = probs.transpose(1, 0, 2, 3)
+        out[:, start:start + len(zs)] = probs.transpose(1, 0, 2, 3)
         if progress:
             progress(stage, b + 1, total)
     assert out is not None
