@@ -80,6 +80,28 @@ def test_scores_equal_an_independent_count_on_the_written_labels(setup, compared
     assert compared.files["report.html"].stat().st_size > 10_000  # figures embedded
 
 
+def test_runs_table_and_curves_show_the_metric_each_run_chose_its_best_epoch_by(setup, compared):
+    """A tumor U-Net picks its best epoch by pooled Dice (``val_dice_global``), a liver U-Net by the mean per
+    case: the runs table names that metric with the bundle's value of it, and the training curve plots that
+    log column."""
+    from deepliver.report.figures import validation_series
+
+    _, _, _, liver, tumor = setup
+    for model, run in zip(compared.report.models, (liver, tumor)):
+        validation = json.loads((run / "model" / "model.json").read_text())["validation"]
+        metric = {"liver": "dice", "tumor": "dice_global"}[model.task]
+        assert validation["metric"] == metric and model.log_score == f"val_{metric}"
+        assert model.details["validation"] == f"{metric} {validation[metric]:.3f}"
+        with open(run / "log.csv", newline="", encoding="utf-8") as f:
+            column = [float(row[f"val_{metric}"]) for row in csv.DictReader(f)]
+        epochs, values, key = validation_series(model)
+        assert key == f"val_{metric}" and values == column and epochs == [1.0, 2.0]
+    from deepliver.compare_runs import read_run
+    run = read_run(tumor)                          # values far apart, so the table cannot show the other one
+    run.config.validation = {**run.config.validation, "dice": 0.9, "dice_global": 0.25}
+    assert run.details()["validation"] == "dice_global 0.250"
+
+
 def test_labels_equal_what_segment_writes(setup, compared, tmp_path):
     from deepliver.inference.segment import SegmentOptions, segment
 

@@ -218,7 +218,8 @@ def compare(runs: list[str | os.PathLike], dataset: str | os.PathLike, out: str 
         if column.run.task == "tumor" and liver is not None:
             details["liver stage"] = str(liver.bundle)
         results.append(ModelResult(column.name, column.run.architecture, column.run.task, column.cases,
-                                   column.labels, column.run.log, _overlays(column, paths), details))
+                                   column.labels, column.run.log, _overlays(column, paths), details,
+                                   column.run.log_score))
     order = {a: i for i, a in enumerate(ARCHITECTURE_NAMES)}
     results.sort(key=lambda m: (m.task != "liver", order.get(m.architecture, len(order))))
     report = Report(options.title, str(dataset), cases, results, how, notes)

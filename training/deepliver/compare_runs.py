@@ -45,6 +45,12 @@ class RunInfo:
         return self.config.task
 
     @property
+    def log_score(self) -> Optional[str]:
+        """The ``log.csv`` column the run chose its best epoch by (``val_<validation.metric>``), when logged."""
+        key = f"val_{(self.config.validation or {}).get('metric', 'dice')}"
+        return key if self.log and key in self.log[0] else None
+
+    @property
     def seen_cases(self) -> Optional[set[str]]:
         """Training and validation cases together (None when unknown)."""
         if self.train_cases is None or self.val_cases is None:
@@ -54,9 +60,10 @@ class RunInfo:
     def details(self) -> dict[str, Any]:
         """Facts for the report's models table."""
         val = self.config.validation or {}
-        score = next((val[k] for k in ("dice", "value") if isinstance(val.get(k), (int, float))), None)
+        metric = val.get("metric", "dice")
+        score = next((val[k] for k in (metric, "value") if isinstance(val.get(k), (int, float))), None)
         return {"run": str(self.path), "epochs": self.config.training.get("epochs_run", len(self.log) or None),
-                "validation": (f"{val.get('metric', 'dice')} {score:.3f}" if score is not None else None),
+                "validation": (f"{metric} {score:.3f}" if score is not None else None),
                 "trained on": len(self.train_cases) if self.train_cases is not None else "unknown"}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepliver.report.model import ModelResult, Overlay, Report
 
-__all__ = ["DISPLAY_WINDOW", "BOX_PANELS", "overlay_png", "boxplot_png", "curves_png", "render_figures"]
+__all__ = ["DISPLAY_WINDOW", "BOX_PANELS", "overlay_png", "boxplot_png", "validation_series", "curves_png", "render_figures"]
 
 DISPLAY_WINDOW = (-160.0, 240.0)
 """HU window of the CT in overlays (abdomen soft tissue)."""
@@ -116,6 +116,13 @@ def _is_score(key: str) -> bool:
     return (key.startswith("val") and "loss" not in key) or key.startswith("metrics/mAP50")
 
 
+def validation_series(model: ModelResult) -> tuple[list[float], list[float], Optional[str]]:
+    """``(epochs, values, column)`` of the validation score a model's training curve shows: the column its run
+    chose the best epoch by (``model.log_score``, e.g. ``val_dice_global`` for tumor U-Nets), else the log's
+    first validation score column."""
+    return _series(model.log, (lambda k: k == model.log_score) if model.log_score else _is_score)
+
+
 def curves_png(report: Report) -> Optional[bytes]:
     """Training loss and validation score per epoch of every model with a log (None when none has one)."""
     logged = [m for m in report.models if m.log]
@@ -127,7 +134,7 @@ def curves_png(report: Report) -> Optional[bytes]:
         xs, ys, key = _series(model.log, lambda k: "loss" in k)
         if xs:
             loss_ax.plot(xs, ys, marker=".", label=f"{model.name} ({key})")
-        xs, ys, key = _series(model.log, _is_score)
+        xs, ys, key = validation_series(model)
         if xs:
             val_ax.plot(xs, ys, marker=".", label=f"{model.name} ({key})")
     for ax, title in ((loss_ax, "training loss"), (val_ax, "validation score (whole volumes)")):

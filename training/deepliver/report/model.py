@@ -89,8 +89,9 @@ class ModelResult:
     """One column of the table. ``architecture``: ``unet2d``, ``unet3d``, ``fasterrcnn``, ``yolo``;
     ``task``: ``liver`` or ``tumor``; ``cases``: per-case metrics (``evaluate_files``' case entries, both
     labels); ``labels``: the labels shown for this model (a liver model's tumor values mean nothing);
-    ``log``: ``RUN/log.csv`` rows (numbers as floats); ``details``: JSON-ready facts shown in the runs
-    table (run folder, epochs, validation score...)."""
+    ``log``: ``RUN/log.csv`` rows (numbers as floats); ``log_score``: the log column the run chose its
+    best epoch by (None: the first validation score column); ``details``: JSON-ready facts shown in the
+    runs table (run folder, epochs, validation score...)."""
 
     name: str
     architecture: str
@@ -100,6 +101,7 @@ class ModelResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     overlays: list[Overlay] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    log_score: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.labels = tuple(self.labels)
