@@ -4,8 +4,10 @@ Real: one epoch of ``--steps`` steps exactly as ``deepliver train`` runs it: a f
 ``TrainingSamples`` (cached, memory-mapped cases -> 2D slices with neighbour channels -> augmentation,
 one MONAI AffineTransform) with ``--workers`` processes, each batch moved to the device and trained on (Adam + DiceCE).
 Model only (the baseline): the same number of steps on one batch already in memory. Loader efficiency =
-model-only time / real time (1.0: the loader costs nothing). Medians of ``--repeats`` (default 3),
-alternated. Data only: the loader alone, batches per second.
+model-only time / real time (1.0: the loader costs nothing). Real, in-process: the same epoch with the
+batches made in the training process between steps (``num_workers=0``, what ``deepliver train`` does on a
+CPU whose cores torch's threads all use, ``deepliver.train.data.loader_workers``). Medians of ``--repeats``
+(default 3), alternated. Data only: the loader alone, batches per second.
 
 Target (issue 5): efficiency >= 0.9 for 2D at batch 16 x 256^2 on 2 workers. On a CPU the workers compete
 with the training step for the same cores, so read CPU figures as a lower bound; the target is for GPUs.
@@ -79,13 +81,16 @@ def main() -> None:
     fixed = next(iter(DataLoader(samples, batch_size=batch)))
     fixed = (fixed[0].to(device), fixed[1].to(device))
     timed_epoch(model, [fixed] * 2, optimizer, loss_fn, options)                       # warm-up
-    model_only, real, data_only = [], [], []
+    model_only, real, in_process, data_only = [], [], [], []
     for r in range(args.repeats):
         samples.set_epoch(r)
         loader = DataLoader(samples, batch_size=batch, shuffle=True, num_workers=args.workers, drop_last=True,
                             pin_memory=device.startswith("cuda"))
         model_only.append(timed_epoch(model, [fixed] * steps, optimizer, loss_fn, options))
         real.append(timed_epoch(model, loader, optimizer, loss_fn, options))
+        if args.workers:
+            in_process.append(timed_epoch(model, DataLoader(samples, batch_size=batch, shuffle=True, drop_last=True),
+                                          optimizer, loss_fn, options))
         t0 = time.perf_counter()
         for _ in loader:
             pass
@@ -97,6 +102,10 @@ def main() -> None:
     print(f"| model only (baseline) | {m:.2f} | {1000 * m / steps:.0f} | {steps * batch / m:.0f} | 1.00 |")
     print(f"| real (loader + model) | {rr:.2f} | {1000 * rr / steps:.0f} | {steps * batch / rr:.0f} | "
           f"{m / rr:.2f} efficiency (target >= 0.9) |")
+    if in_process:
+        p = statistics.median(in_process)
+        print(f"| real, in-process loader (0 workers) | {p:.2f} | {1000 * p / steps:.0f} | {steps * batch / p:.0f} | "
+              f"{m / p:.2f} efficiency |")
     print(f"| data only (loader) | {d:.2f} | {1000 * d / steps:.0f} | {steps * batch / d:.0f} | {m / d:.2f} |")
     if device.startswith("cuda"):
         print(f"\npeak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")

@@ -15,7 +15,7 @@ from deepliver.train.augment import Augmenter, AugmentParams
 from deepliver.train.checkpoint import (CheckpointError, determinism, load_checkpoint, rng_state, save_checkpoint,
                                        set_rng_state)
 from deepliver.train.config import AugmentSection
-from deepliver.train.data import CachedCase, SampleSource, TrainingSamples, crop_patch
+from deepliver.train.data import CachedCase, SampleSource, TrainingSamples, crop_patch, loader_workers
 
 
 def _case():
@@ -172,3 +172,23 @@ def test_contrast_keeps_the_mean_and_flips_mirror():
     assert 0.4 < np.mean([d.affine for d in draws]) < 0.6 and 0.4 < np.mean([d.flips == (1,) for d in draws]) < 0.6
     assert max(abs(d.angle) for d in draws) <= np.radians(20) and all(0.85 <= z <= 1.15 for d in draws for z in d.zoom)
     assert all(0.9 <= d.contrast <= 1.1 for d in draws) and aug.draw(7) == aug.draw(7)
+
+
+@pytest.mark.parametrize("configured, device, threads, cores, expected", [
+    (2, "cpu", 2, 2, 0),        # torch's threads use every core: batches made between steps
+    (4, "cpu", 8, 8, 0),
+    (2, "cpu", 4, 8, 2),        # spare cores: worker processes
+    (2, "cuda", 2, 2, 2),       # a GPU steps while the CPU makes batches
+    (2, "cuda:1", 16, 16, 2),
+    (0, "cuda", 2, 8, 0),
+])
+def test_loader_workers_run_in_process_only_on_a_cpu_without_spare_cores(configured, device, threads, cores,
+                                                                        expected):
+    assert loader_workers(configured, device, threads, cores) == expected
+
+
+def test_loader_workers_default_to_this_process_threads_and_cores():
+    from deepliver.train.data import loader_workers
+
+    spare = torch.get_num_threads() < len(os.sched_getaffinity(0))
+    assert loader_workers(3, "cpu") == (3 if spare else 0)

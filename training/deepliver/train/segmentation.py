@@ -33,7 +33,7 @@ from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_sc
 from deepliver.train.checkpoint import (determinism, load_checkpoint, restore_training_state, save_checkpoint,
                                        seed_everything, training_state)
 from deepliver.train.config import TrainConfig
-from deepliver.train.data import SampleSource, TrainingSamples, load_cached
+from deepliver.train.data import SampleSource, TrainingSamples, load_cached, loader_workers
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
 from deepliver.train.run import RunPaths
 
@@ -173,6 +173,8 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                 start = restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler,
                                                scaler=scaler, callbacks={"best": best, "early": early})
             net = ddp.wrap(model, ctx)
+            workers = loader_workers(config.data.workers, ctx.device)
+            mc.training["loader_workers"] = workers
             loss_fn = make_loss()
             options = StepOptions(ctx.device, config.amp, o.grad_clip,
                                   f"batch {o.batch_size}, patch {'x'.join(str(p) for p in config.data.patch_size)}")
@@ -185,7 +187,7 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                              drop_last=True)
                 sampler.set_epoch(epoch)
                 loader = DataLoader(samples, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                                    num_workers=config.data.workers, pin_memory=ctx.device.startswith("cuda"))
+                                    num_workers=workers, pin_memory=ctx.device.startswith("cuda"))
                 loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
                                                 stage=f"epoch {epoch + 1}/{o.epochs}",
                                                 progress=progress if ctx.is_main else None), ctx)
