@@ -149,3 +149,21 @@ def test_unknown_output_extension(seg_case, tmp_path):
     result = _run(seg_case["nifti"], "-o", tmp_path / "x.png", "--liver-model", seg_case["liver_all"])
     assert result.returncode == 2
     assert "unknown output extension" in result.stderr
+
+
+@pytest.mark.parametrize("margin", [-5.0, "ten"])
+def test_a_bundle_with_a_bad_crop_margin_is_one_line_naming_its_model_json(seg_case, tmp_path, margin):
+    """A hand-edited tumor bundle whose crop margin is negative or not a number: the cascade would cut the liver
+    box smaller than the liver, so the bundle is refused when read, naming its model.json."""
+    import json
+    import shutil
+
+    bundle = shutil.copytree(seg_case["tumor_all"], tmp_path / "tumor_edited")
+    config = json.loads((bundle / "model.json").read_text())
+    config["crop_margin_mm"] = margin
+    (bundle / "model.json").write_text(json.dumps(config))
+    out = tmp_path / "x.nii.gz"
+    result = _run(seg_case["nifti"], "-o", out, "--liver-model", seg_case["liver_all"], "--tumor-model", bundle)
+    assert result.returncode == 2, result.stderr
+    assert f"{bundle / 'model.json'}: crop_margin_mm must be a finite number >= 0 (mm), got {margin!r}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -51,6 +51,8 @@ def test_wrong_types_and_values_are_refused():
         config_from_dict({"model": "unet3d", "data": {"patch_size": [64, 64]}})
     with pytest.raises(ConfigError, match="sum to 100"):
         config_from_dict({"data": {"split": [50, 20, 10]}})
+    with pytest.raises(ConfigError, match=r"data.crop_margin_mm must be a finite number >= 0 \(mm\), got -2.0"):
+        config_from_dict({"data": {"crop_margin_mm": -2.0}})
 
 
 def test_cli_write_config_dumps_defaults_with_flags(tmp_path):

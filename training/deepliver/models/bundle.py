@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -83,6 +84,9 @@ class ModelConfig:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if (isinstance(self.crop_margin_mm, bool) or not isinstance(self.crop_margin_mm, (int, float))
+                or not math.isfinite(self.crop_margin_mm) or self.crop_margin_mm < 0):
+            raise ConfigError(f"crop_margin_mm must be a finite number >= 0 (mm), got {self.crop_margin_mm!r}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -99,6 +103,8 @@ class ModelConfig:
             return cls(**data)
         except TypeError as e:
             raise BundleError(f"model.json is incomplete: {e}", path) from e
+        except ConfigError as e:
+            raise BundleError(e.message, path) from e
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,9 @@ def _validate(config: TrainConfig, where: Optional[str]) -> None:
     if len(config.data.target_spacing) != 3:
         raise ConfigError(f"data.target_spacing needs 3 values (x, y, z), got {list(config.data.target_spacing)}",
                           where)
+    margin = config.data.crop_margin_mm
+    if not math.isfinite(margin) or margin < 0:
+        raise ConfigError(f"data.crop_margin_mm must be a finite number >= 0 (mm), got {margin!r}", where)
     if config.data.orientation not in ("canonical", "index"):
         raise ConfigError(f"data.orientation must be 'canonical' or 'index', got {config.data.orientation!r}", where)
     if config.model.startswith("unet") and len(config.data.patch_size) != config.spatial_dims:
