@@ -232,7 +232,9 @@ def _add_train(sub) -> None:
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
     p.add_argument("--resume", action="store_true", help="continue RUN from checkpoints/last.pt")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, help="data loader processes (data.workers)")
+    p.add_argument("--workers", type=int, help="data processes (data.workers, default 2): cache building and, on a "
+                   "GPU or where torch leaves CPU cores spare, the batch loader (on a CPU whose cores torch uses, "
+                   "batches are made between steps)")
     p.add_argument("--val-fraction", type=float, help="validation share of the cases, no test split "
                    "(default: the 70/20/10 split of deepliver convert, or the dataset's splits.json)")
     p.add_argument("--write-config", type=Path, metavar="FILE",
