@@ -90,6 +90,30 @@ def test_a_run_from_before_optim_schedule_resumes_with_plateau(tiny_dataset, tin
     assert "patience" in scheduler and "exponent" not in scheduler                  # ReduceLROnPlateau's state
 
 
+def test_validation_every_n_epochs_and_after_the_last(tiny_dataset, tiny_config, tmp_path):
+    """``validation.every 2`` over 5 epochs validates after epochs 2, 4 and 5 only; the best epoch is chosen among
+    those; the poly rate still falls every epoch, so the weights equal those of a run validating every epoch."""
+    values = {"optim.epochs": 5, "optim.schedule": "poly", "augment.prob": 1.0}
+    every = train(tiny_dataset, tmp_path / "every2", tiny_config(values={**values, "validation.every": 2}))
+    train(tiny_dataset, tmp_path / "every1", tiny_config(values=values))
+    rows = list(csv.DictReader(open(tmp_path / "every2" / "log.csv")))
+    full = list(csv.DictReader(open(tmp_path / "every1" / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in rows if r["val_dice"] != ""] == [2, 4, 5]
+    assert [r["lr"] for r in rows] == [r["lr"] for r in full]
+    for r, f in zip(rows, full):                                # the same model at each validation
+        assert r["val_dice"] in ("", f["val_dice"])
+    validated = {int(r["epoch"]): float(r["val_dice"]) for r in rows if r["val_dice"] != ""}
+    config = read_bundle_config(every)
+    assert config.validation["epoch"] == max(validated, key=lambda e: (validated[e], -e))
+    assert config.validation["dice"] == pytest.approx(validated[config.validation["epoch"]], abs=1e-6)
+    (wa, _), (wb, _) = _model_and_optimizer(tmp_path / "every2"), _model_and_optimizer(tmp_path / "every1")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match="validation.every must be a whole number of epochs >= 1"):
+            tiny_config(values={"validation.every": bad})
+
+
 def test_tumor_run_keeps_the_epoch_with_the_best_pooled_dice(tiny_dataset, tiny_config, tmp_path):
     """Tumor task: best.pt and the bundle follow val_dice_global, and that number is the pooled Dice a user
     gets from the bundle on the validation cases (inside the true liver, as validation runs it)."""

@@ -41,8 +41,15 @@ class BestMetric:
         self.value, self.epoch = float(state["value"]), int(state["epoch"])
 
 
+def validation_due(epoch: int, every: int, epochs: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` validates with ``validation.every = every``: every
+    ``every``-th epoch and always the last, so that a run ends on a validated model."""
+    return (epoch + 1) % max(int(every), 1) == 0 or epoch + 1 >= epochs
+
+
 class EarlyStopping:
-    """Stop after ``patience`` epochs without improvement (``patience`` 0: never)."""
+    """Stop after ``patience`` validations without improvement (``patience`` 0: never); with
+    ``validation.every = 1`` (the default) that is epochs."""
 
     def __init__(self, patience: int) -> None:
         self.patience, self.bad_epochs = int(patience), 0

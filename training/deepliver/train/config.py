@@ -102,7 +102,9 @@ class OptimSection:
 
 @dataclass
 class ValidationSection:
-    """Validation on whole volumes with ``predict_volume``: ``batch_size`` slices (2D) or windows (3D).
+    """Validation on whole volumes with ``predict_volume``: ``batch_size`` slices (2D) or windows (3D), after
+    every ``every``-th epoch and after the last (the best checkpoint is chosen among those; ReduceLROnPlateau's
+    and early stopping's patience count validations).
     ``metric``: what the schedule, early stopping and the best checkpoint follow, ``dice`` (mean of the
     validation cases' Dice) or ``dice_global`` (Dice of all their voxels pooled; see ``TASK_DEFAULTS``)."""
     every: int = 1
@@ -246,6 +248,9 @@ def _validate(config: TrainConfig, where: Optional[str]) -> None:
     if config.optim.epochs < 1 or config.optim.batch_size < 1:
         raise ConfigError(f"optim.epochs and optim.batch_size must be >= 1, got {config.optim.epochs} and "
                           f"{config.optim.batch_size}", where)
+    if not isinstance(config.validation.every, int) or config.validation.every < 1:
+        raise ConfigError(f"validation.every must be a whole number of epochs >= 1, got {config.validation.every!r}",
+                          where)
     if config.validation.metric not in VALIDATION_METRICS:
         raise ConfigError(f"validation.metric must be {' or '.join(VALIDATION_METRICS)}, got "
                           f"{config.validation.metric!r}", where)

@@ -29,7 +29,8 @@ from deepliver.models.unet import divisor
 from deepliver.progress import ProgressCallback
 from deepliver.train import ddp
 from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
-from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer
+from deepliver.train.callbacks import (BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer,
+                                       validation_due)
 from deepliver.train.checkpoint import (determinism, load_checkpoint, restore_training_state, save_checkpoint,
                                        seed_everything, training_state)
 from deepliver.train.config import TrainConfig
@@ -192,23 +193,30 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                                 stage=f"epoch {epoch + 1}/{o.epochs}",
                                                 progress=progress if ctx.is_main else None), ctx)
                 ddp.average_buffers(model, ctx)     # batch-norm statistics (unet.norm "batch"), if any
-                counts = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
-                model.train()
-                scores = ddp.broadcast(validation_scores(counts), ctx)
-                metric = scores[config.validation.metric]
-                scheduler.step(metric)
-                improved = best.update(metric, epoch)
-                stop = early.step(improved)
+                scores: Optional[dict] = None
+                improved = stop = False
+                if validation_due(epoch, config.validation.every, o.epochs):
+                    counts = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
+                    model.train()
+                    scores = ddp.broadcast(validation_scores(counts), ctx)
+                    metric = scores[config.validation.metric]
+                    scheduler.step(metric)
+                    improved = best.update(metric, epoch)
+                    stop = early.step(improved)
+                elif o.schedule == "poly":          # a rate per epoch; ReduceLROnPlateau waits for a validation
+                    scheduler.step()
                 if ctx.is_main:
                     _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores)
-                    row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_dice": round(scores["dice"], 6),
-                           "val_dice_global": round(scores["dice_global"], 6),
+                    row = {"epoch": epoch + 1, "train_loss": round(loss, 6),
+                           "val_dice": round(scores["dice"], 6) if scores else "",
+                           "val_dice_global": round(scores["dice_global"], 6) if scores else "",
                            "lr": optimizer.param_groups[0]["lr"], "best_epoch": best.epoch + 1,
                            "seconds": round(time.perf_counter() - t0, 2)}
                     log.append(row)
                     if board is not None:
                         for key in ("train_loss", "val_dice", "val_dice_global", "lr"):
-                            board.add_scalar(key, row[key], epoch + 1)
+                            if row[key] != "":
+                                board.add_scalar(key, row[key], epoch + 1)
                 if stop:
                     break
             ddp.write_debug_hash(model, ctx)
@@ -220,9 +228,11 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
             ddp.teardown(ctx)
 
 
-def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores: dict) -> None:
+def _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores: Optional[dict]) -> None:
+    """``last.pt`` every epoch; ``best.pt`` when a validation improved (or is the run's first; ``scores`` None:
+    the epoch did not validate)."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if improved or not run.best.is_file():
+    if scores is not None and (improved or not run.best.is_file()):
         save_checkpoint(run.best, {"epoch": epoch + 1, "model": weights, **scores})
     save_checkpoint(run.last, training_state(epoch + 1, weights=weights, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, callbacks={"best": best, "early": early}))
