@@ -17,7 +17,8 @@ import numpy as np
 
 from deepliver.report.model import ModelResult, Overlay, Report
 
-__all__ = ["DISPLAY_WINDOW", "BOX_PANELS", "overlay_png", "boxplot_png", "validation_series", "curves_png", "render_figures"]
+__all__ = ["DISPLAY_WINDOW", "BOX_PANELS", "overlay_png", "boxplot_png", "validation_series", "curves_png",
+           "render_figures"]
 
 DISPLAY_WINDOW = (-160.0, 240.0)
 """HU window of the CT in overlays (abdomen soft tissue)."""
