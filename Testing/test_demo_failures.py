@@ -47,3 +47,22 @@ def test_a_diverging_detector_is_reported_and_the_demo_goes_on(tmp_path, monkeyp
         weights = [(root / "runs" / run / "model" / "weights.safetensors").read_bytes()
                    for root in (result.out, again.out)]
         assert weights[0] == weights[1], run
+
+
+def test_the_report_notes_give_each_trained_models_budget_and_why_tumor_scores_are_low():
+    """The demo's report says how long each model trained (from the profile), leaves out the skipped ones,
+    and explains a tumor Dice of 0 instead of leaving it to look like a broken tool."""
+    profile = PROFILES["default"]
+    notes = demo_module._notes(profile, [], {"yolo": "ultralytics is not installed"})
+    (budgets,) = [n for n in notes if n.startswith("Training budgets: ")]
+    for spec in profile.runs:
+        if spec.model == "yolo":
+            assert "YOLO" not in budgets
+            continue
+        v = spec.values
+        expected = f"{spec.task}: {v['optim.epochs']} epochs"
+        if v.get("optim.steps_per_epoch"):
+            expected += f" x {v['optim.steps_per_epoch']} steps of {v['optim.batch_size']}"
+        assert expected in budgets, (spec.name, budgets)
+    assert budgets.split(". ")[0].count(" epochs") == len(profile.runs) - 1          # one per model trained
+    assert "scores Dice 0" in budgets and f"on {profile.train_cases} phantoms" in budgets
