@@ -16,9 +16,9 @@ depend on the weights. Each measurement is a fresh process (imports included) wi
   then replaced by what a good model would have found: the phantom's true liver (resampled there) plus 300
   scattered false-positive voxels; the rest (back to the CT grid, post-processing, tumor stage) runs on
   that (``--random-liver`` keeps the random model's output: the worst case). The time this stand-in takes
-  (reading and resampling the true label, about 0.5 s) is taken off the process's wall time. The table says how much of the
-  volume the tumor stage's box was. *forward in run*: the time spent inside the two models' predictor calls
-  (numpy in, logits out) during that run; overhead = (end to end - forward in run) / end to end.
+  (reading and resampling the true label, about 0.5 s) is taken off the process's wall time. The table says
+  how much of the volume the tumor stage's box was. *forward in run*: the time spent inside the two models'
+  predictor calls (numpy in, logits out) during that run; overhead = (end to end - forward in run) / end to end.
 - *forward only*: the liver model on the whole CT and the tumor model on the phantom's true liver box (a
   realistic ROI), through ``predict_volume``, timing only the predictor calls.
 

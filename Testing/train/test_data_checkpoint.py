@@ -187,8 +187,15 @@ def test_loader_workers_run_in_process_only_on_a_cpu_without_spare_cores(configu
     assert loader_workers(configured, device, threads, cores) == expected
 
 
-def test_loader_workers_default_to_this_process_threads_and_cores():
-    from deepliver.train.data import loader_workers
-
-    spare = torch.get_num_threads() < len(os.sched_getaffinity(0))
-    assert loader_workers(3, "cpu") == (3 if spare else 0)
+def test_loader_workers_default_to_torchs_threads_and_this_process_cores():
+    """Without explicit numbers, torch's current thread count against the cores this process may use: as many
+    threads as cores -> in the training process; one thread on a machine with more cores -> the workers."""
+    cores, before = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    try:
+        torch.set_num_threads(cores)
+        assert loader_workers(3, "cpu") == 0
+        if cores > 1:
+            torch.set_num_threads(1)
+            assert loader_workers(3, "cpu") == 3
+    finally:
+        torch.set_num_threads(before)

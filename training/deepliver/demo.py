@@ -288,8 +288,9 @@ def _notes(profile: DemoProfile, geometry: list[dict], skipped: dict[str, str]) 
     notes += [f"{name} skipped: {reason}" for name, reason in skipped.items()]
     ran = [spec for spec in profile.runs if spec.name not in skipped and spec.model not in skipped]
     notes.append(f"Training budgets: {'; '.join(_budget(spec) for spec in ran)}. Minutes of CPU on "
-                 f"{profile.train_cases} phantoms are enough for the liver, not for the phantoms' small, faint lesions "
-                 "(5-40 mm across, 9-55 HU from the liver): a tumor model that finds none scores Dice 0 (precision n/a). "
+                 f"{profile.train_cases} phantoms are enough for the liver, not for the phantoms' small, faint "
+                 "lesions (5-40 mm across, 9-55 HU from the liver): a tumor model that finds none scores Dice 0 "
+                 "(precision n/a). "
                  "The tumor columns show the pipeline working end to end, not what the architectures reach when "
                  "trained longer on more cases (deepliver train --epochs).")
     return notes

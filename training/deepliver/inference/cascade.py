@@ -170,7 +170,7 @@ def segment_image(image: sitk.Image, liver_model, tumor_model=None,
         sub[liver] = LIVER.value
         if tumor_model is not None:
             start = time.perf_counter()
-            whole = all(w.start == 0 and w.stop == n for w, n in zip(work, geometry.shape))
+            whole = work == tuple(slice(0, n) for n in geometry.shape)
             work_image = image if whole else sitk.RegionOfInterest(
                 image, [w.stop - w.start for w in work[::-1]], [w.start for w in work[::-1]])
             tumor_raw = predict_volume(work_image, tumor_model, roi_mask=liver, progress=progress, stage="tumor")

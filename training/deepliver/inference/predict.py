@@ -32,8 +32,9 @@ from deepliver.models.bundle import (ONNX_FILE, BundleError, Intensity, ModelCon
 from deepliver.progress import ProgressCallback
 
 __all__ = ["LoadedModel", "load_model", "model_from_module", "predict_volume", "model_probabilities", "ModelOutput",
-           "normalize_intensity", "pad_value", "roi_box", "crop_to_roi", "resample_for_model", "SEGMENTATION_ARCHITECTURES",
-           "INFERENCE_DEFAULTS", "ORIENTATIONS", "model_orientation", "to_model_order", "from_model_order"]
+           "normalize_intensity", "pad_value", "roi_box", "crop_to_roi", "resample_for_model",
+           "SEGMENTATION_ARCHITECTURES", "INFERENCE_DEFAULTS", "ORIENTATIONS", "model_orientation", "to_model_order",
+           "from_model_order"]
 
 SEGMENTATION_ARCHITECTURES = ("unet",)
 INFERENCE_DEFAULTS = {"batch_size": 16, "overlap": 0.25, "blend": "gaussian", "divisor": 1, "orientation": "index"}

@@ -18,7 +18,8 @@ from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 from deepliver.train.config import SCHEDULES, OptimSection
 
-__all__ = ["BestMetric", "EarlyStopping", "make_scheduler", "poly_schedule", "CsvLog", "tensorboard_writer"]
+__all__ = ["BestMetric", "EarlyStopping", "make_scheduler", "poly_schedule", "step_schedule", "validation_due",
+           "CsvLog", "tensorboard_writer"]
 
 
 class BestMetric:
@@ -45,6 +46,16 @@ def validation_due(epoch: int, every: int, epochs: int) -> bool:
     """Whether epoch ``epoch`` (0-based) of ``epochs`` validates with ``validation.every = every``: every
     ``every``-th epoch and always the last, so that a run ends on a validated model."""
     return (epoch + 1) % max(int(every), 1) == 0 or epoch + 1 >= epochs
+
+
+def step_schedule(scheduler, schedule: str, metric: Optional[float]) -> None:
+    """The end-of-epoch step of a ``make_scheduler`` scheduler: with the validation ``metric`` on a validated
+    epoch; otherwise (``metric`` None) only the poly schedule steps, whose rate falls every epoch, while
+    ReduceLROnPlateau waits for the next validation (its patience counts validations)."""
+    if metric is not None:
+        scheduler.step(metric)
+    elif schedule == "poly":
+        scheduler.step()
 
 
 class EarlyStopping:

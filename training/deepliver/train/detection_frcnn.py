@@ -124,7 +124,8 @@ def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCal
     from deepliver.inference.predict import model_from_module
     from deepliver.models.bundle import save_bundle
     from deepliver.models.fasterrcnn import FasterRCNNArgs, build_fasterrcnn
-    from deepliver.train.callbacks import BestMetric, CsvLog, EarlyStopping, make_scheduler, validation_due
+    from deepliver.train.callbacks import (BestMetric, CsvLog, EarlyStopping, make_scheduler, step_schedule,
+                                           validation_due)
     from deepliver.train.checkpoint import load_checkpoint, restore_training_state, seed_everything
     from deepliver.train import ddp
     from deepliver.train.detection import (THRESHOLDS, CocoSlices, choose_threshold, detector_config,
@@ -158,17 +159,15 @@ def _train(data, out: Path, config, resume: bool, progress: Optional[ProgressCal
     for epoch in range(start, int(config.optim.epochs)):
         loss = ddp.all_mean(_epoch(net, train_set, optimizer, scaler, epoch, config, ctx, progress), ctx)
         ddp.average_buffers(model, ctx)         # batch-norm statistics: the same on every rank
-        validation, by_threshold, improved, stop = {}, {}, False, False
+        validation, by_threshold, metric, improved, stop = {}, {}, None, False, False
         if validation_due(epoch, config.validation.every, int(config.optim.epochs)):
             validation = ddp.broadcast(validate_detector(model_from_module(model, bundle_config, device), data,
                                                          thresholds=list(THRESHOLDS)) if ctx.is_main else None, ctx)
             by_threshold = validation.get("dice_by_threshold") or {}
             metric = max(by_threshold.values()) if by_threshold else -loss
             improved = best.update(metric, epoch)
-            scheduler.step(metric)
             stop = stopper.step(improved)
-        elif config.optim.schedule == "poly":     # a rate per epoch; ReduceLROnPlateau waits for a validation
-            scheduler.step()
+        step_schedule(scheduler, config.optim.schedule, metric)
         if ctx.is_main:
             _save(out, model, optimizer, scheduler, scaler, best, stopper, epoch, improved, validation)
             log.append({"epoch": epoch + 1, "loss": round(loss, 6), "val_dice": validation.get("dice", ""),

@@ -29,8 +29,8 @@ from deepliver.models.unet import divisor
 from deepliver.progress import ProgressCallback
 from deepliver.train import ddp
 from deepliver.train.cache import Preprocessing, build_cache, list_cases, task_mask
-from deepliver.train.callbacks import (BestMetric, CsvLog, EarlyStopping, make_scheduler, tensorboard_writer,
-                                       validation_due)
+from deepliver.train.callbacks import (BestMetric, CsvLog, EarlyStopping, make_scheduler, step_schedule,
+                                       tensorboard_writer, validation_due)
 from deepliver.train.checkpoint import (determinism, load_checkpoint, restore_training_state, save_checkpoint,
                                        seed_everything, training_state)
 from deepliver.train.config import TrainConfig
@@ -194,17 +194,16 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                                 progress=progress if ctx.is_main else None), ctx)
                 ddp.average_buffers(model, ctx)     # batch-norm statistics (unet.norm "batch"), if any
                 scores: Optional[dict] = None
+                metric: Optional[float] = None
                 improved = stop = False
                 if validation_due(epoch, config.validation.every, o.epochs):
                     counts = validate(model, mc, val_entries, ctx.device, progress) if ctx.is_main else {}
                     model.train()
                     scores = ddp.broadcast(validation_scores(counts), ctx)
                     metric = scores[config.validation.metric]
-                    scheduler.step(metric)
                     improved = best.update(metric, epoch)
                     stop = early.step(improved)
-                elif o.schedule == "poly":          # a rate per epoch; ReduceLROnPlateau waits for a validation
-                    scheduler.step()
+                step_schedule(scheduler, o.schedule, metric)
                 if ctx.is_main:
                     _save(run, model, optimizer, scheduler, scaler, best, early, epoch, improved, scores)
                     row = {"epoch": epoch + 1, "train_loss": round(loss, 6),
