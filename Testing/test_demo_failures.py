@@ -66,3 +66,5 @@ def test_the_report_notes_give_each_trained_models_budget_and_why_tumor_scores_a
         assert expected in budgets, (spec.name, budgets)
     assert budgets.split(". ")[0].count(" epochs") == len(profile.runs) - 1          # one per model trained
     assert "scores Dice 0" in budgets and f"on {profile.train_cases} phantoms" in budgets
+    x, y, z = profile.train_spacing
+    assert f"on {x:g} x {y:g} x {z:g} mm voxels the median lesion" in budgets      # why: the training grid

@@ -171,10 +171,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="liver epochs (default 60, quick 6)")
     parser.add_argument("--tumor-epochs", type=int, help="tumour epochs (default 80, quick 4)")
     parser.add_argument("--tumor-cases", type=int, help="phantoms of the tumour cohort (default 64, quick 8; the "
-                        "first --cases of them are the liver cohort)")
+                        "first --cases of them have the liver cohort's seeds)")
     parser.add_argument("--tumor-grid", choices=("fine", "coarse"), default="fine",
                         help="the tumour cohort's grid: fine = 320x320x96 at 1.2x1.2x2.5 mm, trained at 1.5 mm "
-                        "(default), coarse = the liver cohort's 160x160x48 at 2.4x2.4x5 mm, trained at 2.4 mm")
+                        "(default), coarse = the liver cohort's 160x160x48 at 2.4x2.4x5 mm, trained at 2.4 mm; --quick: its "
+                        "own 3 mm grid for both")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, help="keep the dataset and runs here")
     args = parser.parse_args()
