@@ -78,7 +78,8 @@ class EarlyStopping:
 
 def make_scheduler(optimizer, options: OptimSection):
     """``options.schedule``: ``plateau`` (``ReduceLROnPlateau`` on the validation metric, mode max) or ``poly``
-    (``poly_schedule``). Both are stepped once per epoch with the metric: ``scheduler.step(metric)``."""
+    (``poly_schedule``). Both are stepped at the end of each epoch by ``step_schedule`` (with the metric on a
+    validated epoch)."""
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 
     if options.schedule == "plateau":
