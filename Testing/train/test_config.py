@@ -53,6 +53,8 @@ def test_wrong_types_and_values_are_refused():
         config_from_dict({"data": {"split": [50, 20, 10]}})
     with pytest.raises(ConfigError, match=r"data.crop_margin_mm must be a finite number >= 0 \(mm\), got -2.0"):
         config_from_dict({"data": {"crop_margin_mm": -2.0}})
+    with pytest.raises(ConfigError, match="data.positive_sampling must be one of voxel, component, got 'lesion'"):
+        config_from_dict({"data": {"positive_sampling": "lesion"}})
 
 
 def test_cli_write_config_dumps_defaults_with_flags(tmp_path):

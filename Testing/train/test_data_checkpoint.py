@@ -15,7 +15,8 @@ from deepliver.train.augment import Augmenter, AugmentParams
 from deepliver.train.checkpoint import (CheckpointError, determinism, load_checkpoint, rng_state, save_checkpoint,
                                        set_rng_state)
 from deepliver.train.config import AugmentSection
-from deepliver.train.data import CachedCase, SampleSource, TrainingSamples, crop_patch, loader_workers
+from deepliver.train.data import (COMPONENT_POINTS, CachedCase, SampleSource, TrainingSamples, crop_patch,
+                                  loader_workers)
 
 
 def _case():
@@ -44,6 +45,44 @@ def test_2d_samples_stack_neighbours_in_order_and_hit_the_label():
         z = int(image[1, 0, 0] // 1000)
         assert [int(image[c, 0, 0] // 1000) for c in range(3)] == [max(z - 1, 0), z, min(z + 1, 9)]
         assert target.sum() > 0 and z == 5
+
+
+def _two_lesions():
+    """One slice: a 30 x 30 lesion (900 voxels) and a 2 x 2 one (4 voxels), far apart."""
+    y, x = np.meshgrid(np.arange(60), np.arange(80), indexing="ij")
+    image = (y * 100 + x).astype(np.float32)[None]                       # a voxel's value tells where it is
+    label = np.zeros(image.shape, np.uint8)
+    label[0, 5:35, 5:35] = 2
+    label[0, 50:52, 70:72] = 2
+    m = label == 2
+    fg = {"tumor": {"voxels": int(m.sum()), "slices": [0], "samples": np.argwhere(m).tolist()}}
+    return CachedCase("c", image, label, {"pad_value": -1.0, "foreground": fg})
+
+
+@pytest.mark.parametrize("sampling, small_share", [("voxel", 4 / 904), ("component", 0.5)])
+def test_component_sampling_draws_each_lesion_alike(sampling, small_share):
+    source = SampleSource([_two_lesions()], "tumor", (8, 8), positive_fraction=1.0, positive_sampling=sampling)
+    n, small = 600, 0
+    for i in range(n):
+        image, target = source.draw(np.random.default_rng(i))
+        centre_y = int(image[0, 4, 4] // 100)
+        assert target.sum() > 0                                           # every draw shows a lesion
+        small += centre_y >= 40                                           # the small lesion's side
+    assert abs(small / n - small_share) < 4 * np.sqrt(small_share * (1 - small_share) / n) + 1 / n
+    points = source.cases[0].component_points("tumor")
+    assert sorted(len(p) for p in points) == [4, 900]                     # both kept whole (<= 1000 each)
+    assert {tuple(p) for p in points[1].tolist()} == {(0, y, x) for y in (50, 51) for x in (70, 71)}
+
+
+def test_component_points_are_bounded_and_spread_through_a_large_component():
+    case = _two_lesions()
+    case.label[0, 5:45, 5:45] = 2                                         # 1,600 voxels > COMPONENT_POINTS
+    big = max(case.component_points("tumor"), key=len)
+    assert len(big) == COMPONENT_POINTS and len({tuple(p) for p in big.tolist()}) == COMPONENT_POINTS
+    assert (big[:, 1].min(), big[:, 1].max()) == (5, 44)                  # first and last rows included
+    assert (case.label[tuple(big.T)] == 2).all()
+    with pytest.raises(ValueError, match="positive_sampling must be one of voxel, component"):
+        SampleSource([case], "tumor", (8, 8), positive_sampling="lesions")
 
 
 def test_samples_depend_only_on_seed_epoch_index():

@@ -22,12 +22,13 @@ from typing import Any, Optional
 from deepliver.atomic import write_text_atomic
 from deepliver.errors import ConfigError
 
-__all__ = ["MODELS", "TASKS", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection", "AugmentSection",
-           "OptimSection", "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS", "TASK_DEFAULTS",
-           "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
+__all__ = ["MODELS", "TASKS", "POSITIVE_SAMPLING", "SCHEDULES", "VALIDATION_METRICS", "UnetSection", "DataSection",
+           "AugmentSection", "OptimSection", "ValidationSection", "DetectorSection", "TrainConfig", "MODEL_DEFAULTS",
+           "TASK_DEFAULTS", "default_config", "apply_values", "config_from_dict", "read_config", "write_config"]
 
 MODELS = ("unet2d", "unet3d", "fasterrcnn", "yolo")
 TASKS = ("liver", "tumor")
+POSITIVE_SAMPLING = ("voxel", "component")
 SCHEDULES = ("plateau", "poly")
 """``optim.schedule`` values (``deepliver.train.callbacks.make_scheduler``)."""
 VALIDATION_METRICS = ("dice", "dice_global")
@@ -50,7 +51,9 @@ class DataSection:
     """Preprocessing and sampling. ``cache_dir`` None -> ``RUN/cache``. ``split``: train/val/test percentages
     by case with ``split_seed`` (``deepliver.dataset.splits``; the same default as ``deepliver convert``, so
     test cases stay held out), unless the dataset folder has a ``splits.json``. ``positive_fraction``: share
-    of samples centred on the task's label. ``orientation``: ``canonical`` (arrays in patient-axis order, so
+    of samples centred on the task's label; ``positive_sampling`` (U-Nets): ``voxel`` centres them on any
+    voxel of the label alike, ``component`` on a connected component of it first, so small lesions are drawn
+    as often as large ones (``deepliver.train.data``). ``orientation``: ``canonical`` (arrays in patient-axis order, so
     left/right and front/back mean the same in every case whatever the scanner's direction matrix) or
     ``index`` (the grid's own order)."""
     target_spacing: tuple = (1.5, 1.5, None)
@@ -60,6 +63,7 @@ class DataSection:
     orientation: str = "canonical"
     crop_margin_mm: float = 10.0
     positive_fraction: float = 0.5
+    positive_sampling: str = "voxel"
     split: tuple = (70.0, 20.0, 10.0)
     split_seed: int = 0
     cache_dir: Optional[str] = None
@@ -264,6 +268,9 @@ def _validate(config: TrainConfig, where: Optional[str]) -> None:
         raise ConfigError(f"data.crop_margin_mm must be a finite number >= 0 (mm), got {margin!r}", where)
     if config.data.orientation not in ("canonical", "index"):
         raise ConfigError(f"data.orientation must be 'canonical' or 'index', got {config.data.orientation!r}", where)
+    if config.data.positive_sampling not in POSITIVE_SAMPLING:
+        raise ConfigError(f"data.positive_sampling must be one of {', '.join(POSITIVE_SAMPLING)}, got "
+                          f"{config.data.positive_sampling!r}", where)
     if config.model.startswith("unet") and len(config.data.patch_size) != config.spatial_dims:
         raise ConfigError(f"data.patch_size needs {config.spatial_dims} values for {config.model}, got "
                           f"{list(config.data.patch_size)}", where)

@@ -2,8 +2,11 @@
 
 A sample is ``(image, target)``: float32 ``(C, *patch)`` and float32 ``(1, *patch)`` with 0/1 values of
 the task's foreground (spatial axes in numpy order: 2D ``y, x``, 3D ``z, y, x``). With probability
-``positive_fraction`` a sample is centred (with jitter) on a random foreground voxel of a case that has
-one; otherwise it is drawn uniformly (case, then position). Sample ``i`` of epoch ``e`` is drawn from
+``positive_fraction`` a sample is centred (with jitter) on a foreground voxel of a case that has one:
+``positive_sampling`` ``voxel`` draws any foreground voxel alike (a structure is drawn in proportion to its
+volume), ``component`` draws a 26-connected component of the foreground first, then one of its voxels (a
+5 mm lesion is drawn as often as a 40 mm one, whose volume is 500 times larger). Otherwise a sample is drawn
+uniformly (case, then position). Sample ``i`` of epoch ``e`` is drawn from
 ``numpy.random.default_rng([seed, e, i])`` and augmented with a seed from the same generator, so the
 data of a run depend only on (seed, epoch, index): workers, ranks and resuming do not change them.
 """
@@ -19,8 +22,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from deepliver.train.cache import task_mask
+from deepliver.train.config import POSITIVE_SAMPLING
 
-__all__ = ["CachedCase", "load_cached", "crop_patch", "SampleSource", "TrainingSamples", "loader_workers"]
+__all__ = ["CachedCase", "load_cached", "crop_patch", "SampleSource", "TrainingSamples", "loader_workers",
+           "POSITIVE_SAMPLING", "COMPONENT_POINTS"]
+
+COMPONENT_POINTS = 1000
+"""Voxels kept per foreground component (evenly spaced through it) for ``component`` sampling."""
 
 
 @dataclass
@@ -42,6 +50,31 @@ class CachedCase:
             points.flags.writeable = False       # shared by every later draw
             self._samples[task] = points
         return self._samples[task]
+
+    def component_points(self, task: str) -> list[np.ndarray]:
+        """The task's foreground per 26-connected component: ``(n, 3)`` voxel indices each, at most
+        ``COMPONENT_POINTS`` evenly spaced through the component (computed from the label once per task)."""
+        key = ("components", task)
+        if key not in self._samples:
+            import cc3d
+
+            components = cc3d.connected_components(task_mask(np.asarray(self.label), task).astype(np.uint8),
+                                                   connectivity=26)
+            flat = np.flatnonzero(components)
+            ids = components.ravel()[flat]
+            order = np.argsort(ids, kind="stable")
+            flat, ids = flat[order], ids[order]
+            bounds = np.searchsorted(ids, np.arange(1, int(ids.max(initial=0)) + 2))
+            points = []
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                chosen = flat[lo:hi]
+                if len(chosen) > COMPONENT_POINTS:
+                    chosen = chosen[np.linspace(0, len(chosen) - 1, COMPONENT_POINTS).astype(np.int64)]
+                one = np.stack(np.unravel_index(chosen, components.shape), axis=1).astype(np.int64)
+                one.flags.writeable = False
+                points.append(one)
+            self._samples[key] = points
+        return self._samples[key]
 
 
 def load_cached(entry: Path) -> CachedCase:
@@ -73,16 +106,24 @@ class SampleSource:
     """
 
     def __init__(self, cases: list[CachedCase], task: str, patch: Sequence[int], context: int = 0,
-                 positive_fraction: float = 0.5):
+                 positive_fraction: float = 0.5, positive_sampling: str = "voxel"):
+        if positive_sampling not in POSITIVE_SAMPLING:
+            raise ValueError(f"positive_sampling must be one of {', '.join(POSITIVE_SAMPLING)}, "
+                             f"got {positive_sampling!r}")
         self.cases, self.task, self.patch = cases, task, tuple(int(p) for p in patch)
         self.context, self.positive_fraction = context, positive_fraction
+        self.positive_sampling = positive_sampling
         self.positive = [i for i, c in enumerate(cases) if len(c.slices(task))]
         self.spatial_dims = len(self.patch)
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if self.positive and rng.random() < self.positive_fraction:
             case = self.cases[self.positive[rng.integers(len(self.positive))]]
-            samples = case.samples(self.task)
+            if self.positive_sampling == "component":
+                components = case.component_points(self.task)
+                samples = components[rng.integers(len(components))]
+            else:
+                samples = case.samples(self.task)
             center = samples[rng.integers(len(samples))]
             jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
             center = center.copy()

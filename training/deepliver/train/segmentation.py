@@ -160,7 +160,8 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                                                   progress if ctx.is_main else None)
             mc = model_config(config, fingerprint)
             source = SampleSource(train_cases, config.task, _numpy_patch(config), config.unet.context_slices
-                                  if config.spatial_dims == 2 else 0, config.data.positive_fraction)
+                                  if config.spatial_dims == 2 else 0, config.data.positive_fraction,
+                                  config.data.positive_sampling)
             o = config.optim
             samples = TrainingSamples(source, o.steps_per_epoch * o.batch_size * ctx.world_size, config.seed,
                                       Augmenter(config.augment, config.spatial_dims))
