@@ -53,9 +53,9 @@ class DataSection:
     test cases stay held out), unless the dataset folder has a ``splits.json``. ``positive_fraction``: share
     of samples centred on the task's label; ``positive_sampling`` (U-Nets): ``voxel`` centres them on any
     voxel of the label alike, ``component`` on a connected component of it first, so small lesions are drawn
-    as often as large ones (``deepliver.train.data``). ``orientation``: ``canonical`` (arrays in patient-axis order, so
-    left/right and front/back mean the same in every case whatever the scanner's direction matrix) or
-    ``index`` (the grid's own order)."""
+    as often as large ones (``deepliver.train.data``). ``orientation``: ``canonical`` (arrays in patient-axis
+    order, so left/right and front/back mean the same in every case whatever the scanner's direction matrix)
+    or ``index`` (the grid's own order)."""
     target_spacing: tuple = (1.5, 1.5, None)
     patch_size: tuple = (160, 160)
     window: tuple = (-100.0, 400.0)
