@@ -130,14 +130,14 @@ CONTRAST_BANDS = ((0, 15), (15, 30), (30, None))
 SIZE_BANDS = ((0, 10), (10, 20), (20, None))
 
 
-def lesion_rows(hu: np.ndarray, liver: np.ndarray, ref: np.ndarray, pred: np.ndarray, spacing) -> list[tuple]:
-    """Per reference lesion (26-connected component of ``ref``): ``(diameter_mm, contrast_hu, tp, predicted,
-    reference)``. Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its
+def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.ndarray, spacing) -> list[tuple]:
+    """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1):
+    ``(diameter_mm, contrast_hu, tp, predicted, reference)``. Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its
     erosion, or itself when that is empty) minus the median HU of the liver 3 voxels around it (outside every
     lesion grown by 2 voxels). The Dice counts are those of the lesion and of the prediction within 3 voxels of
     it (other lesions excluded), so a lesion scores what the model found there; false positives far from
     every lesion are left out."""
-    comps = cc3d.connected_components(ref.astype(np.uint8), connectivity=26)
+    ref = comps > 0
     grown_all = ndimage.binary_dilation(ref, iterations=2)
     voxel_ml = float(np.prod(spacing))
     rows = []
@@ -184,7 +184,7 @@ def tumor_scores(dataset: Path, bundle: Path, min_mm: float = 10.0) -> dict:
     (``lesion_table``)."""
     model = load_model(bundle)
     files = {c.case: c for c in list_cases(dataset)}
-    pairs, large, base, base_large, sizes, rows = [], [], [], [], [], []
+    pairs, large, base, base_large, rows = [], [], [], [], []
     for case in model.config.fingerprint["val_cases"]:
         image, hu, label = _arrays(files[case])
         liver, ref = label >= 1, label == 2
@@ -192,22 +192,17 @@ def tumor_scores(dataset: Path, bundle: Path, min_mm: float = 10.0) -> dict:
         smooth = ndimage.gaussian_filter(hu.astype(np.float32), 1.0)
         guess = liver & (np.abs(smooth - np.median(hu[liver])) > 20) if liver.any() else np.zeros_like(liver)
         comps = cc3d.connected_components(ref.astype(np.uint8), connectivity=26)
-        voxel_ml = float(np.prod(image.GetSpacing()))
-        small = np.zeros_like(ref)
-        for k in range(1, int(comps.max()) + 1):
-            d = (6 * np.count_nonzero(comps == k) * voxel_ml / np.pi) ** (1 / 3)
-            sizes.append(d)
-            if d <= min_mm:
-                small |= comps == k
+        case_rows = lesion_rows(hu, liver, comps, pred, image.GetSpacing())
+        rows += case_rows
+        small = np.isin(comps, [k for k, r in enumerate(case_rows, start=1) if r[0] <= min_mm])
         keep = ~ndimage.binary_dilation(small, iterations=2) if small.any() else np.ones_like(ref)
-        rows += lesion_rows(hu, liver, ref, pred, image.GetSpacing())
         pairs.append((pred, ref))
         large.append((pred & keep, ref & keep))
         base.append((guess, ref))
         base_large.append((guess & keep, ref & keep))
     return {"all": _pooled(pairs), "large": _pooled(large), "base_all": _pooled(base),
-            "base_large": _pooled(base_large), "lesions": len(sizes),
-            "lesions_large": int(sum(d > min_mm for d in sizes)), "by_lesion": lesion_table(rows)}
+            "base_large": _pooled(base_large), "lesions": len(rows),
+            "lesions_large": int(sum(r[0] > min_mm for r in rows)), "by_lesion": lesion_table(rows)}
 
 
 def log_rows(run: Path) -> list[dict]:
