@@ -132,11 +132,11 @@ SIZE_BANDS = ((0, 10), (10, 20), (20, None))
 
 def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.ndarray, spacing) -> list[tuple]:
     """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1):
-    ``(diameter_mm, contrast_hu, tp, predicted, reference)``. Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its
-    erosion, or itself when that is empty) minus the median HU of the liver 3 voxels around it (outside every
-    lesion grown by 2 voxels). The Dice counts are those of the lesion and of the prediction within 3 voxels of
-    it (other lesions excluded), so a lesion scores what the model found there; false positives far from
-    every lesion are left out."""
+    ``(diameter_mm, contrast_hu, tp, predicted, reference)``. Diameter: of the sphere of the same volume.
+    Contrast: median HU of the lesion's interior (its erosion, or itself when that is empty) minus the median HU
+    of the liver 3 voxels around it (outside every lesion grown by 2 voxels). The Dice counts are those of the
+    lesion and of the prediction within 3 voxels of it (other lesions excluded), so a lesion scores what the
+    model found there; false positives far from every lesion are left out."""
     ref = comps > 0
     grown_all = ndimage.binary_dilation(ref, iterations=2)
     voxel_ml = float(np.prod(spacing))
@@ -226,10 +226,14 @@ def main() -> None:
                         "first --cases of them have the liver cohort's seeds)")
     parser.add_argument("--tumor-grid", choices=("fine", "coarse"), default="fine",
                         help="the tumour cohort's grid: fine = 320x320x96 at 1.2x1.2x2.5 mm, trained at 1.5 mm "
-                        "(default), coarse = the liver cohort's 160x160x48 at 2.4x2.4x5 mm, trained at 2.4 mm; --quick: its "
-                        "own 3 mm grid for both")
+                        "(default), coarse = the liver cohort's 160x160x48 at 2.4x2.4x5 mm, trained at 2.4 mm; "
+                        "--quick: its own 3 mm grid for both")
     parser.add_argument("--tumor-every", type=int, help="validate the tumour model every N-th epoch (default 5, "
                         "quick 1; a validation of 96 cases costs about 28 s on the fine grid)")
+    parser.add_argument("--tumor-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config values of the tumour model (JSON values), e.g. "
+                        "data.positive_sampling='\"component\"' or data.target_spacing=[1.2,1.2,null] "
+                        "data.patch_size=[160,160]")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, help="keep the dataset and runs here")
     args = parser.parse_args()
@@ -264,17 +268,19 @@ def main() -> None:
     grid = (size["tumor_shape"], size["tumor_spacing"])
     if size["tumor_cases"] != size["cases"] or grid != (size["shape"], size["spacing"]):
         tumor_data = make_dataset(root / "dataset-tumor", size["tumor_cases"], *grid)
-    tbundle, twall, tload = timed_train(tumor_data, root / "run-tumor",
-                                        config_for("tumor", size, size["tumor_epochs"], args.workers))
+    tconfig = apply_values(config_for("tumor", size, size["tumor_epochs"], args.workers),
+                           {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.tumor_set)})
+    tbundle, twall, tload = timed_train(tumor_data, root / "run-tumor", tconfig)
     trows = log_rows(root / "run-tumor")
     tval = read_bundle_config(tbundle).validation
     tbest = tval["dice_global"]
     ts = tumor_scores(tumor_data, tbundle)
-    target = size["tumor_target"] or default_config("unet2d", "tumor").data.target_spacing
+    target, patch = tconfig.data.target_spacing, tconfig.data.patch_size
     print(f"\ntumour: {size['tumor_cases']} phantoms {'x'.join(map(str, grid[0]))} voxels at "
           f"{'x'.join(map(str, grid[1]))} mm (75% for training), trained at {target[0]} mm in-plane on "
-          f"{size['tumor_patch']}^2 patches, {size['tumor_epochs']} epochs x {size['steps']} steps, validated "
-          f"every {size['tumor_every']}; the tumour task's defaults (window -20..200 HU, poly schedule)")
+          f"{'x'.join(map(str, patch))} patches, {size['tumor_epochs']} epochs x {size['steps']} steps, validated "
+          f"every {size['tumor_every']}; the tumour task's defaults (window -20..200 HU, poly schedule)"
+          + (f", with {' '.join(args.tumor_set)}" if args.tumor_set else ""))
     when = f"epoch {reached[0]}, {reached[1]:.0f} s" if reached else "not reached"
     print("\n| model | val Dice | target | wall (s) | load | vs baseline |\n|---|---:|---:|---:|---:|---:|")
     print(f"| liver: HU band + largest component (baseline) | {base:.4f} | - | - | - | 1.00x |")
