@@ -39,6 +39,7 @@ class CachedCase:
     label: np.ndarray
     meta: dict
     _samples: dict = field(default_factory=dict, repr=False, compare=False)
+    _components: dict = field(default_factory=dict, repr=False, compare=False)
 
     def slices(self, task: str) -> list[int]:
         return self.meta["foreground"][task]["slices"]
@@ -54,8 +55,7 @@ class CachedCase:
     def component_points(self, task: str) -> list[np.ndarray]:
         """The task's foreground per 26-connected component: ``(n, 3)`` voxel indices each, at most
         ``COMPONENT_POINTS`` evenly spaced through the component (computed from the label once per task)."""
-        key = ("components", task)
-        if key not in self._samples:
+        if task not in self._components:
             import cc3d
 
             components = cc3d.connected_components(task_mask(np.asarray(self.label), task).astype(np.uint8),
@@ -73,8 +73,8 @@ class CachedCase:
                 one = np.stack(np.unravel_index(chosen, components.shape), axis=1).astype(np.int64)
                 one.flags.writeable = False
                 points.append(one)
-            self._samples[key] = points
-        return self._samples[key]
+            self._components[task] = points
+        return self._components[task]
 
 
 def load_cached(entry: Path) -> CachedCase:
