@@ -47,7 +47,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import cc3d
 import numpy as np
@@ -138,10 +138,31 @@ ORACLE_SMOOTH_MM = 1.5
 """Gaussian sigma (mm) of the threshold oracle's smoothing (``lesion_rows``)."""
 
 
+class LesionRow(NamedTuple):
+    """One reference lesion (``lesion_rows``): its size and contrast, and voxel counts for the model's and the
+    threshold oracle's Dice (``tp`` and ``predicted`` near the lesion, ``reference`` its own voxels)."""
+    diameter_mm: float
+    contrast_hu: float
+    tp: int
+    predicted: int
+    reference: int
+    oracle_tp: int
+    oracle_predicted: int
+
+
+def _pooled_rows(rows: list[LesionRow], tp: str = "tp", predicted: str = "predicted") -> Optional[float]:
+    """Dice pooled over ``rows`` from their ``tp`` / ``predicted`` counts (the oracle's with ``oracle_*``);
+    None for no rows."""
+    if not rows:
+        return None
+    hits, found = (sum(getattr(r, f) for r in rows) for f in (tp, predicted))
+    return 2 * hits / (found + sum(r.reference for r in rows))
+
+
 def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.ndarray, spacing,
-                smooth: Optional[np.ndarray] = None) -> list[tuple]:
-    """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1):
-    ``(diameter_mm, contrast_hu, tp, predicted, reference, oracle_tp, oracle_predicted)``. Diameter: of the
+                smooth: Optional[np.ndarray] = None) -> list[LesionRow]:
+    """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1), a
+    ``LesionRow``. Diameter: of the
     sphere of the same volume. Contrast: median HU of the lesion's interior (its erosion, or itself when that is
     empty) minus the median HU of the liver 3 voxels around it (outside every lesion grown by 2 voxels). The
     Dice counts are those of the lesion and of the prediction within 3 voxels of it (other lesions excluded), so
@@ -171,10 +192,10 @@ def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.n
         if smooth is not None and not np.isnan(contrast):
             side = smooth[box] > (inside + around) / 2 if contrast > 0 else smooth[box] < (inside + around) / 2
             oracle = near & liver[box] & side
-        rows.append(((6 * np.count_nonzero(lesion) * voxel_ml / np.pi) ** (1 / 3), contrast,
-                     int(np.count_nonzero(found_here & lesion)), int(np.count_nonzero(found_here)),
-                     int(np.count_nonzero(lesion)), int(np.count_nonzero(oracle & lesion)),
-                     int(np.count_nonzero(oracle))))
+        rows.append(LesionRow((6 * np.count_nonzero(lesion) * voxel_ml / np.pi) ** (1 / 3), contrast,
+                              int(np.count_nonzero(found_here & lesion)), int(np.count_nonzero(found_here)),
+                              int(np.count_nonzero(lesion)), int(np.count_nonzero(oracle & lesion)),
+                              int(np.count_nonzero(oracle))))
     return rows
 
 
@@ -182,18 +203,17 @@ def _band(value: float, bands) -> int:
     return next(i for i, (lo, hi) in enumerate(bands) if value >= lo and (hi is None or value < hi))
 
 
-def lesion_table(rows: list[tuple]) -> list[dict]:
+def lesion_table(rows: list[LesionRow]) -> list[dict]:
     """Pooled Dice of ``lesion_rows`` by |contrast| band x size band (lesions without a measurable contrast are
     left out)."""
     table = []
     for ci, (clo, chi) in enumerate(CONTRAST_BANDS):
         for si, (slo, shi) in enumerate(SIZE_BANDS):
-            sel = [r for r in rows if not np.isnan(r[1]) and _band(abs(r[1]), CONTRAST_BANDS) == ci
-                   and _band(r[0], SIZE_BANDS) == si]
-            tp, predicted, reference, otp, opredicted = (sum(r[i] for r in sel) for i in (2, 3, 4, 5, 6))
+            sel = [r for r in rows if not np.isnan(r.contrast_hu) and _band(abs(r.contrast_hu), CONTRAST_BANDS) == ci
+                   and _band(r.diameter_mm, SIZE_BANDS) == si]
             table.append({"contrast_hu": [clo, chi], "diameter_mm": [slo, shi], "lesions": len(sel),
-                          "voxels": reference, "dice": 2 * tp / (predicted + reference) if sel else None,
-                          "threshold_oracle": 2 * otp / (opredicted + reference) if sel else None})
+                          "voxels": sum(r.reference for r in sel), "dice": _pooled_rows(sel),
+                          "threshold_oracle": _pooled_rows(sel, "oracle_tp", "oracle_predicted")})
     return table
 
 
@@ -216,7 +236,7 @@ def tumor_scores(dataset: Path, bundle: Path, min_mm: float = 10.0) -> dict:
         case_rows = lesion_rows(hu, liver, comps, pred, image.GetSpacing(),
                                 ndimage.gaussian_filter(hu.astype(np.float32), sigma))
         rows += case_rows
-        small = np.isin(comps, [k for k, r in enumerate(case_rows, start=1) if r[0] <= min_mm])
+        small = np.isin(comps, [k for k, r in enumerate(case_rows, start=1) if r.diameter_mm <= min_mm])
         keep = ~ndimage.binary_dilation(small, iterations=2) if small.any() else np.ones_like(ref)
         pairs.append((pred, ref))
         large.append((pred & keep, ref & keep))
@@ -224,15 +244,9 @@ def tumor_scores(dataset: Path, bundle: Path, min_mm: float = 10.0) -> dict:
         base_large.append((guess & keep, ref & keep))
     return {"all": _pooled(pairs), "large": _pooled(large), "base_all": _pooled(base),
             "base_large": _pooled(base_large), "lesions": len(rows),
-            "lesions_large": int(sum(r[0] > min_mm for r in rows)), "by_lesion": lesion_table(rows),
-            "threshold_oracle": _oracle_pooled(rows)}
-
-
-def _oracle_pooled(rows: list[tuple]) -> Optional[float]:
-    """The threshold oracle's Dice pooled over every lesion with a measurable contrast (``lesion_rows``)."""
-    sel = [r for r in rows if not np.isnan(r[1])]
-    tp, predicted, reference = (sum(r[i] for r in sel) for i in (5, 6, 4))
-    return 2 * tp / (predicted + reference) if sel else None
+            "lesions_large": int(sum(r.diameter_mm > min_mm for r in rows)), "by_lesion": lesion_table(rows),
+            "threshold_oracle": _pooled_rows([r for r in rows if not np.isnan(r.contrast_hu)], "oracle_tp",
+                                             "oracle_predicted")}
 
 
 def log_rows(run: Path) -> list[dict]:
