@@ -55,6 +55,16 @@ def test_wrong_types_and_values_are_refused():
         config_from_dict({"data": {"crop_margin_mm": -2.0}})
     with pytest.raises(ConfigError, match="data.positive_sampling must be one of voxel, component, got 'lesion'"):
         config_from_dict({"data": {"positive_sampling": "lesion"}})
+    with pytest.raises(ConfigError, match=r"augment.lesion_paste must be a probability in \[0, 1\], got 1.5"):
+        config_from_dict({"task": "tumor", "augment": {"lesion_paste": 1.5}})
+    with pytest.raises(ConfigError, match="augment.lesion_paste applies to the tumor task of unet2d, not the liver"):
+        config_from_dict({"augment": {"lesion_paste": 0.5}})
+    with pytest.raises(ConfigError, match="not the tumor task of unet3d"):
+        config_from_dict({"model": "unet3d", "task": "tumor", "data": {"patch_size": [32, 32, 32]},
+                          "augment": {"lesion_paste": 0.5}})
+    with pytest.raises(ConfigError, match="not the tumor task of fasterrcnn"):
+        config_from_dict({"model": "fasterrcnn", "task": "tumor", "augment": {"lesion_paste": 0.5}})
+    assert config_from_dict({"task": "tumor", "augment": {"lesion_paste": 0.5}}).augment.lesion_paste == 0.5
 
 
 def test_cli_write_config_dumps_defaults_with_flags(tmp_path):
@@ -80,6 +90,10 @@ def test_tumor_task_defaults_and_the_poly_schedule_rates():
         config_from_dict({"validation": {"metric": "iou"}})
     detector = default_config("fasterrcnn", "tumor")                 # the U-Nets' task defaults only
     assert (detector.optim.schedule, detector.data.window) == ("plateau", TrainConfig().data.window)
+    # lesion paste: the 2D tumor U-Net only (the others would refuse it)
+    pastes = {(m, t): default_config(m, t).augment.lesion_paste for m in ("unet2d", "unet3d", "fasterrcnn", "yolo")
+              for t in ("liver", "tumor")}
+    assert pastes.pop(("unet2d", "tumor")) == 0.5 and set(pastes.values()) == {0.0}
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.02)
     scheduler = make_scheduler(optimizer, apply_values(tumor, {"optim.epochs": 7}).optim)
     rates = []

@@ -78,14 +78,16 @@ def test_resume_ends_with_the_same_weights(tiny_dataset, tiny_config, tmp_path, 
 
 
 def test_a_run_from_before_optim_schedule_resumes_with_plateau(tiny_dataset, tiny_config, tmp_path):
-    """Tumor runs now default to poly; a config.json without the key was a ReduceLROnPlateau run."""
+    """Tumor runs now default to poly and lesion paste; a config.json without those keys was a
+    ReduceLROnPlateau run without paste."""
     run = tmp_path / "old"
-    train(tiny_dataset, run, tiny_config("unet2d", "tumor", {"optim.schedule": "plateau"}))
+    train(tiny_dataset, run, tiny_config("unet2d", "tumor", {"optim.schedule": "plateau", "augment.lesion_paste": 0}))
     data = json.loads((run / "config.json").read_text())
-    del data["optim"]["schedule"]
+    del data["optim"]["schedule"], data["augment"]["lesion_paste"]
     (run / "config.json").write_text(json.dumps(data))
     train(tiny_dataset, run, resume=True, overrides={"optim.epochs": 2})
-    assert json.loads((run / "config.json").read_text())["optim"]["schedule"] == "plateau"
+    resumed = json.loads((run / "config.json").read_text())
+    assert (resumed["optim"]["schedule"], resumed["augment"]["lesion_paste"]) == ("plateau", 0.0)
     scheduler = load_checkpoint(run / "checkpoints" / "last.pt")["scheduler"]
     assert "patience" in scheduler and "exponent" not in scheduler                  # ReduceLROnPlateau's state
 
@@ -187,3 +189,18 @@ def test_cli_device_cuda_without_cuda(tiny_dataset, tmp_path, capsys):
                      "--device", "cuda"])
     assert code == 2
     assert "--device cuda was asked for, but torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_lesion_paste_reaches_the_training_samples_and_is_recorded(tiny_dataset, tiny_config, tmp_path):
+    """``augment.lesion_paste`` changes what a tumor run trains on (same seed, other weights), is recorded in
+    config.json, and the run stays reproducible."""
+    values = {"optim.epochs": 1, "optim.schedule": "poly"}
+    plain = tiny_config("unet2d", "tumor", values)
+    pasted = tiny_config("unet2d", "tumor", {**values, "augment.lesion_paste": 1.0})
+    train(tiny_dataset, tmp_path / "plain", plain)
+    train(tiny_dataset, tmp_path / "paste", pasted)
+    train(tiny_dataset, tmp_path / "again", pasted)
+    assert json.loads((tmp_path / "paste" / "config.json").read_text())["augment"]["lesion_paste"] == 1.0
+    (a, _), (b, _), (c, _) = (_model_and_optimizer(tmp_path / n) for n in ("plain", "paste", "again"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(b[k], c[k]) for k in b)

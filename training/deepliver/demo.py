@@ -293,7 +293,8 @@ def _notes(profile: DemoProfile, geometry: list[dict], skipped: dict[str, str]) 
                  f"(precision n/a); on {spacing} mm voxels the median lesion (14 mm) is a few voxels wide. "
                  "The tumor columns show the pipeline working end to end, not what the architectures reach when "
                  "trained longer, on more cases, on thinner slices (benchmarks/learn.py: a 2D U-Net trained on "
-                 "1.2 x 1.2 x 2.5 mm phantoms reaches a pooled tumor Dice of 0.52 on 64 of them, 0.68 on 384).")
+                 "1.2 x 1.2 x 2.5 mm phantoms reaches a pooled tumor Dice of 0.52 on 64 of them, 0.69 on 384, "
+                 "0.71 after post-processing).")
     return notes
 
 

@@ -6,7 +6,8 @@ the task's foreground (spatial axes in numpy order: 2D ``y, x``, 3D ``z, y, x``)
 ``positive_sampling`` ``voxel`` draws any foreground voxel alike (a structure is drawn in proportion to its
 volume), ``component`` draws a 26-connected component of the foreground first, then one of its voxels (a
 5 mm lesion is drawn as often as a 40 mm one, whose volume is 500 times larger). Otherwise a sample is drawn
-uniformly (case, then position). Sample ``i`` of epoch ``e`` is drawn from
+uniformly (case, then position). With probability ``lesion_paste`` (2D tumour samples) a lesion of another
+training case is then pasted into the sample's liver (``SampleSource.paste``). Sample ``i`` of epoch ``e`` is drawn from
 ``numpy.random.default_rng([seed, e, i])`` and augmented with a seed from the same generator, so the
 data of a run depend only on (seed, epoch, index): workers, ranks and resuming do not change them.
 """
@@ -25,10 +26,15 @@ from deepliver.train.cache import task_mask
 from deepliver.train.config import POSITIVE_SAMPLING
 
 __all__ = ["CachedCase", "load_cached", "crop_patch", "SampleSource", "TrainingSamples", "loader_workers",
-           "POSITIVE_SAMPLING", "COMPONENT_POINTS"]
+           "POSITIVE_SAMPLING", "COMPONENT_POINTS", "PASTE_RING"]
 
 COMPONENT_POINTS = 1000
 """Voxels kept per foreground component (evenly spaced through it) for ``component`` sampling."""
+
+PASTE_RING = 2
+"""Pixels of the donor's liver pasted around a lesion, so its blurred edge comes with it."""
+PASTE_SLACK = 6
+"""Pixels added around a lesion's sample points (``component_points``, a subsample) when cutting it out."""
 
 
 @dataclass
@@ -102,11 +108,12 @@ class SampleSource:
     """Draws un-augmented samples from cached cases for one task.
 
     ``patch`` is numpy order (2D ``(y, x)``, 3D ``(z, y, x)``); ``context`` neighbouring slices per side are
-    stacked as channels in 2D (clamped at the volume's ends).
+    stacked as channels in 2D (clamped at the volume's ends). ``lesion_paste``: the probability of ``paste``
+    (2D, tumour task only).
     """
 
     def __init__(self, cases: list[CachedCase], task: str, patch: Sequence[int], context: int = 0,
-                 positive_fraction: float = 0.5, positive_sampling: str = "voxel"):
+                 positive_fraction: float = 0.5, positive_sampling: str = "voxel", lesion_paste: float = 0.0):
         if positive_sampling not in POSITIVE_SAMPLING:
             raise ValueError(f"positive_sampling must be one of {', '.join(POSITIVE_SAMPLING)}, "
                              f"got {positive_sampling!r}")
@@ -115,6 +122,9 @@ class SampleSource:
         self.positive_sampling = positive_sampling
         self.positive = [i for i, c in enumerate(cases) if len(c.slices(task))]
         self.spatial_dims = len(self.patch)
+        if lesion_paste and (task != "tumor" or self.spatial_dims != 2):
+            raise ValueError("lesion_paste applies to 2D samples of the tumor task")
+        self.lesion_paste = float(lesion_paste)
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if self.positive and rng.random() < self.positive_fraction:
@@ -131,7 +141,60 @@ class SampleSource:
         else:
             case = self.cases[rng.integers(len(self.cases))]
             center = np.array([rng.integers(n) for n in case.image.shape])
-        return self._extract(case, center)
+        image, target = self._extract(case, center)
+        if self.lesion_paste and self.positive and rng.random() < self.lesion_paste:
+            image, target = self.paste(case, center, image, target, rng)
+        return image, target
+
+    def paste(self, case: CachedCase, center: np.ndarray, image: np.ndarray, target: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Copy-paste augmentation (as TumorCP): a lesion of a random training case with a tumour, its
+        ``2 * context + 1`` slices and ``PASTE_RING`` pixels of liver around it, randomly mirrored in-plane, goes
+        at a random place of the sample's liver, shifted by the difference of the two livers' median values
+        (so it keeps its contrast to the liver it lands on); only the sample's liver (not its tumours) is
+        overwritten, and the pasted lesion pixels of the centre slice join ``target``. A lesion wider than the
+        patch, or one that would land on no liver, leaves the sample as it was. The same lesion on other livers,
+        places and noise makes a network learn what a lesion looks like rather than where each one was."""
+        from scipy import ndimage
+
+        nz = case.image.shape[0]
+        z = int(np.clip(center[0], 0, nz - 1))
+        zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, nz - 1)
+        liver = crop_patch(case.label[zs], center[1:], self.patch, 0) == 1     # (channels, y, x): liver, no tumour
+        mid = self.context
+        ys, xs = np.nonzero(liver[mid])
+        donor = self.cases[self.positive[rng.integers(len(self.positive))]]
+        components = donor.component_points(self.task)
+        points = components[rng.integers(len(components))]
+        dz = int(points[rng.integers(len(points)), 0])
+        reach = PASTE_RING + PASTE_SLACK                # the points are a subsample: the lesion may reach further
+        lo = np.maximum(points[:, 1:].min(axis=0) - reach, 0)
+        hi = np.minimum(points[:, 1:].max(axis=0) + reach + 1, donor.image.shape[1:])
+        size = hi - lo
+        if not len(ys) or np.any(size > self.patch):
+            return image, target
+        dzs = np.clip(np.arange(dz - self.context, dz + self.context + 1), 0, donor.image.shape[0] - 1)
+        box = (dzs, slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+        values, labels = np.asarray(donor.image[box], np.float32), np.asarray(donor.label[box])
+        for axis in (1, 2):
+            if rng.random() < 0.5:
+                values, labels = np.flip(values, axis), np.flip(labels, axis)
+        lesion = task_mask(labels, self.task)
+        ring = np.ones((1, 2 * PASTE_RING + 1, 2 * PASTE_RING + 1), dtype=bool)
+        region = ndimage.binary_dilation(lesion, ring) & (labels >= 1)
+        k = rng.integers(len(ys))
+        top = int(np.clip(ys[k] - size[0] // 2, 0, self.patch[0] - size[0]))
+        left = int(np.clip(xs[k] - size[1] // 2, 0, self.patch[1] - size[1]))
+        window = (slice(top, top + size[0]), slice(left, left + size[1]))
+        where = region & liver[(slice(None), *window)]
+        donor_liver = labels == 1
+        if not (where[mid] & lesion[mid]).any() or not donor_liver.any():
+            return image, target
+        shift = np.float32(np.median(image[liver]) - np.median(values[donor_liver]))
+        image, target = image.copy(), target.copy()
+        image[(slice(None), *window)][where] = values[where] + shift
+        target[(0, *window)][where[mid] & lesion[mid]] = 1.0
+        return image, target
 
     def _extract(self, case: CachedCase, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pad = float(case.meta["pad_value"])

@@ -100,6 +100,8 @@ def _resume_config(run: RunPaths, overrides: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"cannot read the run's config ({e})", run.config) from e
     if isinstance(data, dict) and isinstance(data.get("optim"), dict):
         data["optim"].setdefault("schedule", "plateau")     # runs written before optim.schedule existed
+    if isinstance(data, dict) and isinstance(data.get("augment"), dict):
+        data["augment"].setdefault("lesion_paste", 0.0)     # and before augment.lesion_paste
     config = config_from_dict(data, where=str(run.config))
     fixed = {k: v for k, v in overrides.items() if k not in RESUMABLE_OVERRIDES and
              _get(config, k) != (tuple(v) if isinstance(v, list) else v)}

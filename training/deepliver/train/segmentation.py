@@ -161,7 +161,8 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
             mc = model_config(config, fingerprint)
             source = SampleSource(train_cases, config.task, _numpy_patch(config), config.unet.context_slices
                                   if config.spatial_dims == 2 else 0, config.data.positive_fraction,
-                                  config.data.positive_sampling)
+                                  config.data.positive_sampling,
+                                  config.augment.lesion_paste if config.augment.enabled else 0.0)
             o = config.optim
             samples = TrainingSamples(source, o.steps_per_epoch * o.batch_size * ctx.world_size, config.seed,
                                       Augmenter(config.augment, config.spatial_dims))
