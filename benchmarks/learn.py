@@ -324,7 +324,8 @@ def main() -> None:
     print(f"\ntumour: {size['tumor_cases']} phantoms {'x'.join(map(str, grid[0]))} voxels at "
           f"{'x'.join(map(str, grid[1]))} mm (75% for training), trained at {target[0]} mm in-plane on "
           f"{'x'.join(map(str, patch))} patches, {size['tumor_epochs']} epochs x {size['steps']} steps, validated "
-          f"every {size['tumor_every']}; the tumour task's defaults (window -20..200 HU, poly schedule)"
+          f"every {size['tumor_every']}; the tumour task's defaults (window -20..200 HU, poly schedule, "
+          f"lesion paste {tconfig.augment.lesion_paste:g})"
           + (f", with {' '.join(args.tumor_set)}" if args.tumor_set else ""))
     when = f"epoch {reached[0]}, {reached[1]:.0f} s" if reached else "not reached"
     print("\n| model | val Dice | target | wall (s) | load | vs baseline |\n|---|---:|---:|---:|---:|---:|")
