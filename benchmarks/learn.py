@@ -163,8 +163,7 @@ def _pooled_rows(rows: list[LesionRow], tp: str = "tp", predicted: str = "predic
 def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.ndarray, spacing,
                 smooth: Optional[np.ndarray] = None) -> list[LesionRow]:
     """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1), a
-    ``LesionRow``. Diameter: of the
-    sphere of the same volume. Contrast: median HU of the lesion's interior (its erosion, or itself when that is
+    ``LesionRow``. Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its erosion, or itself when that is
     empty) minus the median HU of the liver 3 voxels around it (outside every lesion grown by 2 voxels). The
     Dice counts are those of the lesion and of the prediction within 3 voxels of it (other lesions excluded), so
     a lesion scores what the model found there; false positives far from every lesion are left out. The oracle

@@ -157,9 +157,7 @@ class SampleSource:
         places and noise makes a network learn what a lesion looks like rather than where each one was."""
         from scipy import ndimage
 
-        nz = case.image.shape[0]
-        z = int(np.clip(center[0], 0, nz - 1))
-        zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, nz - 1)
+        zs = self._slices(case, center[0])
         liver = crop_patch(case.label[zs], center[1:], self.patch, 0) == 1     # (channels, y, x): liver, no tumour
         mid = self.context
         ys, xs = np.nonzero(liver[mid])
@@ -173,8 +171,7 @@ class SampleSource:
         size = hi - lo
         if not len(ys) or np.any(size > self.patch):
             return image, target
-        dzs = np.clip(np.arange(dz - self.context, dz + self.context + 1), 0, donor.image.shape[0] - 1)
-        box = (dzs, slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+        box = (self._slices(donor, dz), slice(lo[0], hi[0]), slice(lo[1], hi[1]))
         values, labels = np.asarray(donor.image[box], np.float32), np.asarray(donor.label[box])
         for axis in (1, 2):
             if rng.random() < 0.5:
@@ -196,14 +193,19 @@ class SampleSource:
         target[(0, *window)][where[mid] & lesion[mid]] = 1.0
         return image, target
 
+    def _slices(self, case: CachedCase, z) -> np.ndarray:
+        """The slice indices of a 2D sample at ``z`` (clamped into the volume): ``z`` and ``context`` on each
+        side, clamped at the volume's ends."""
+        nz = case.image.shape[0]
+        z = int(np.clip(z, 0, nz - 1))
+        return np.clip(np.arange(z - self.context, z + self.context + 1), 0, nz - 1)
+
     def _extract(self, case: CachedCase, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pad = float(case.meta["pad_value"])
         if self.spatial_dims == 2:
-            nz = case.image.shape[0]
-            z = int(np.clip(center[0], 0, nz - 1))
-            zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, nz - 1)
+            zs = self._slices(case, center[0])
             image = crop_patch(case.image[zs], center[1:], self.patch, pad)
-            label = crop_patch(case.label[z][None], center[1:], self.patch, 0)
+            label = crop_patch(case.label[zs[self.context]][None], center[1:], self.patch, 0)
         else:
             image = crop_patch(case.image[None], center, self.patch, pad)
             label = crop_patch(case.label[None], center, self.patch, 0)

@@ -81,6 +81,9 @@ TRAINERS: dict[str, Union[Trainer, str]] = {
 RESUMABLE_OVERRIDES = ("optim.epochs", "device", "data.workers", "validation.batch_size")
 """Options that may change when a run is resumed; the others come from ``RUN/config.json``."""
 
+BEFORE_KEY = {"optim.schedule": "plateau", "augment.lesion_paste": 0.0}
+"""What a run whose ``config.json`` predates a key used instead of that key's default (which changed since)."""
+
 
 def register_trainer(model: str, trainer: Union[Trainer, str]) -> None:
     """Use ``trainer`` (callable or ``"module:function"``) for ``--model model``."""
@@ -98,10 +101,10 @@ def _resume_config(run: RunPaths, overrides: dict[str, Any]) -> TrainConfig:
         data = json.loads(run.config.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"cannot read the run's config ({e})", run.config) from e
-    if isinstance(data, dict) and isinstance(data.get("optim"), dict):
-        data["optim"].setdefault("schedule", "plateau")     # runs written before optim.schedule existed
-    if isinstance(data, dict) and isinstance(data.get("augment"), dict):
-        data["augment"].setdefault("lesion_paste", 0.0)     # and before augment.lesion_paste
+    for key, value in BEFORE_KEY.items():
+        section, name = key.split(".")
+        if isinstance(data, dict) and isinstance(data.get(section), dict):
+            data[section].setdefault(name, value)
     config = config_from_dict(data, where=str(run.config))
     fixed = {k: v for k, v in overrides.items() if k not in RESUMABLE_OVERRIDES and
              _get(config, k) != (tuple(v) if isinstance(v, list) else v)}
