@@ -16,7 +16,7 @@ from deepliver.train.checkpoint import (CheckpointError, determinism, load_check
                                        set_rng_state)
 from deepliver.train.config import AugmentSection
 from deepliver.train.data import (COMPONENT_POINTS, CachedCase, SampleSource, TrainingSamples, crop_patch,
-                                  loader_workers)
+                                  epoch_loader, loader_workers)
 
 
 def _case():
@@ -95,6 +95,35 @@ def test_samples_depend_only_on_seed_epoch_index():
     data.set_epoch(3)
     assert not torch.equal(data[0][0], first[0][0])
     assert set(torch.unique(first[0][1]).tolist()) <= {0.0, 1.0}                 # label stays binary
+
+
+class _WithPid(TrainingSamples):
+    """Each item also says which process made it."""
+
+    def __getitem__(self, index):
+        return (*super().__getitem__(index), os.getpid())
+
+
+def test_epoch_loader_batches_do_not_depend_on_workers_which_live_through_epochs():
+    aug = Augmenter(AugmentSection(prob=1.0), 2)
+    data = _WithPid(SampleSource([_case()], "liver", (8, 8), context=1), 8, seed=3, augmenter=aug)
+    epochs = {}
+    for workers in (0, 2):
+        loader, seen = epoch_loader(data, 2, workers, seed=5), []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            batches = list(loader)
+            seen.append({int(p) for b in batches for p in b[2]})
+            epochs[workers, epoch] = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+        assert seen[0] == seen[1] and (os.getpid() in seen[0]) == (workers == 0)      # the same processes
+    for epoch in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(epochs[0, epoch], epochs[2, epoch]))
+    assert not torch.equal(epochs[0, 0][0], epochs[0, 1][0])
+    # the same samples as the dataset's own epoch (set_epoch) at the indices the shuffled sampler drew
+    loader.sampler.set_epoch(1)
+    order = [i for _, i in loader.sampler]
+    data.set_epoch(1)
+    assert torch.equal(epochs[2, 1][0], torch.stack([data[i][0] for i in order]))
 
 
 def test_checkpoint_round_trip_and_rng_restore(tmp_path):

@@ -34,7 +34,7 @@ from deepliver.train.callbacks import (BestMetric, CsvLog, EarlyStopping, make_s
 from deepliver.train.checkpoint import (determinism, load_checkpoint, restore_training_state, save_checkpoint,
                                        seed_everything, training_state)
 from deepliver.train.config import TrainConfig
-from deepliver.train.data import SampleSource, TrainingSamples, load_cached, loader_workers
+from deepliver.train.data import SampleSource, TrainingSamples, epoch_loader, load_cached, loader_workers
 from deepliver.train.loop import StepOptions, make_loss, train_epoch
 from deepliver.train.run import RunPaths
 
@@ -145,7 +145,6 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
     """Train a 2D or 3D U-Net into the RUN folder ``out`` (see ``deepliver.train.run.train``, which checks the
     folder and writes ``config.json`` first); returns ``out/model``."""
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
 
     from deepliver.models.registry import build_model
     from deepliver.train.augment import Augmenter
@@ -183,14 +182,11 @@ def train_unet(dataset: Path, out: Path, config: TrainConfig, *, resume: bool = 
                                   f"batch {o.batch_size}, patch {'x'.join(str(p) for p in config.data.patch_size)}")
             log = CsvLog(run.log, keep_until_epoch=start) if ctx.is_main else None
             board = tensorboard_writer(run.tensorboard) if ctx.is_main else None
+            loader = epoch_loader(samples, o.batch_size, workers, world_size=ctx.world_size, rank=ctx.rank,
+                                  seed=config.seed, pin_memory=ctx.device.startswith("cuda"))
             for epoch in range(start, o.epochs):
                 t0 = time.perf_counter()
-                samples.set_epoch(epoch)
-                sampler = DistributedSampler(samples, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed,
-                                             drop_last=True)
-                sampler.set_epoch(epoch)
-                loader = DataLoader(samples, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                                    num_workers=workers, pin_memory=ctx.device.startswith("cuda"))
+                loader.sampler.set_epoch(epoch)
                 loss = ddp.all_mean(train_epoch(net, loader, optimizer, loss_fn, scaler, options,
                                                 stage=f"epoch {epoch + 1}/{o.epochs}",
                                                 progress=progress if ctx.is_main else None), ctx)
