@@ -294,7 +294,7 @@ def _notes(profile: DemoProfile, geometry: list[dict], skipped: dict[str, str]) 
                  "The tumor columns show the pipeline working end to end, not what the architectures reach when "
                  "trained longer, on more cases, on thinner slices (benchmarks/learn.py: a 2D U-Net trained on "
                  "1.2 x 1.2 x 2.5 mm phantoms reaches a pooled tumor Dice of 0.52 on 64 of them, 0.69 on 384, "
-                 "0.71 after post-processing).")
+                 "0.75 on 768).")
     return notes
 
 

@@ -266,8 +266,8 @@ def epoch_loader(samples: TrainingSamples, batch_size: int, workers: int, *, wor
     """The training ``DataLoader`` of ``samples``, built once per run: ``loader.sampler.set_epoch(e)`` before
     iterating epoch ``e`` (shuffled per epoch; this rank's share under DDP, torch's ``DistributedSampler``).
 
-    Its worker processes persist across epochs: forked afresh each epoch, they cost a loader efficiency of
-    0.88-0.90 where persisting ones give 0.93 (2 workers beside a step on the same 2 CPU cores,
+    Its worker processes persist across epochs: forked afresh each epoch, they gave a loader efficiency of
+    0.88-0.90 where persisting ones give 0.93-0.96 (2 workers beside a step on the same 2 CPU cores,
     ``benchmarks/train_loader.py``). Each fork shares the training process's memory copy-on-write, so the
     step's first writes to each page of its buffers copy it again after every fork."""
     from torch.utils.data import DataLoader, DistributedSampler
@@ -282,10 +282,11 @@ def loader_workers(configured: int, device: str, threads: Optional[int] = None, 
 
     On a CPU device whose cores torch's intra-op threads all use (``threads`` >= ``cores``; defaults: torch's
     thread count and the cores this process may run on), 0: the batches are made in the training process
-    between steps. Worker processes there preempt the step's threads, which then wait for each other: on 2
-    cores, batches of 16 x 256^2 (1.5 ms of CPU per sample) gave a loader efficiency of 0.79-0.90 with 2
-    workers and 0.92-0.99 made in the training process (``benchmarks/train_loader.py``). Otherwise (a GPU,
-    or spare cores) ``configured``. The samples do not depend on it (``TrainingSamples``)."""
+    between steps, where worker processes could only take the step's cores: on 2 cores, batches of 16 x 256^2
+    (1.5 ms of CPU per sample) gave a loader efficiency of 0.86-0.99 made in the training process, 0.93-0.96
+    with 2 persistent workers (0.79-0.90 with workers forked afresh each epoch; ``benchmarks/train_loader.py``),
+    without the workers' memory. Otherwise (a GPU, or spare cores) ``configured``. The samples do not depend
+    on it (``TrainingSamples``)."""
     if configured <= 0 or not device.startswith("cpu"):
         return max(int(configured), 0)
     if threads is None:
