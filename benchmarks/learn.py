@@ -164,14 +164,14 @@ def _pooled_rows(rows: list[LesionRow], tp: str = "tp", predicted: str = "predic
 
 def lesion_rows(hu: np.ndarray, liver: np.ndarray, comps: np.ndarray, pred: np.ndarray, spacing,
                 smooth: Optional[np.ndarray] = None) -> list[LesionRow]:
-    """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1), a
-    ``LesionRow``. Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its erosion, or itself when that is
-    empty) minus the median HU of the liver 3 voxels around it (outside every lesion grown by 2 voxels). The
-    Dice counts are those of the lesion and of the prediction within 3 voxels of it (other lesions excluded), so
-    a lesion scores what the model found there; false positives far from every lesion are left out. The oracle
-    counts are those of a threshold classifier told where the lesion is and both medians: the liver voxels of
-    that same neighbourhood whose ``smooth`` HU lies on the lesion's side of the two medians' midpoint (0 when
-    ``smooth`` is None or the contrast is unmeasurable). It says how visible the lesion is in the image."""
+    """Per reference lesion (``comps``: the tumour label's 26-connected components, numbered from 1), a ``LesionRow``.
+    Diameter: of the sphere of the same volume. Contrast: median HU of the lesion's interior (its erosion, or itself
+    when that is empty) minus the median HU of the liver 3 voxels around it (outside every lesion grown by 2
+    voxels). The Dice counts are those of the lesion and of the prediction within 3 voxels of it (other lesions
+    excluded), so a lesion scores what the model found there; false positives far from every lesion are left out.
+    The oracle counts are those of a threshold classifier told where the lesion is and both medians: the liver
+    voxels of that same neighbourhood whose ``smooth`` HU lies on the lesion's side of the two medians' midpoint (0
+    when ``smooth`` is None or the contrast is unmeasurable). It says how visible the lesion is in the image."""
     ref = comps > 0
     grown_all = ndimage.binary_dilation(ref, iterations=2)
     voxel_ml = float(np.prod(spacing))

@@ -86,13 +86,15 @@ def main() -> None:
     loader = epoch_loader(samples, batch, args.workers, pin_memory=device.startswith("cuda"))
     loader.sampler.set_epoch(0)
     first = timed_epoch(model, loader, optimizer, loss_fn, options)      # starts the workers, as train's first epoch
+    own = epoch_loader(samples, batch, 0)                                 # the batches made in this process
     model_only, real, in_process, data_only = [], [], [], []
     for r in range(1, args.repeats + 1):
         loader.sampler.set_epoch(r)
+        own.sampler.set_epoch(r)
         model_only.append(timed_epoch(model, [fixed] * steps, optimizer, loss_fn, options))
         real.append(timed_epoch(model, loader, optimizer, loss_fn, options))
         if args.workers:
-            in_process.append(timed_epoch(model, epoch_loader(samples, batch, 0), optimizer, loss_fn, options))
+            in_process.append(timed_epoch(model, own, optimizer, loss_fn, options))
         t0 = time.perf_counter()
         for _ in loader:
             pass
